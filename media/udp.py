@@ -1,0 +1,310 @@
+"""The asyncio side of the RTP relay: sockets for :class:`media.relay.RelaySession`.
+
+This is a thin adapter. Each leg of a relayed call gets two datagram endpoints, RTP on an even
+port and RTCP on the next one, bound on ports from a :class:`~media.relay.PortAllocator`. A
+datagram is handed to the sans-I/O core and, if the core routes it, sent straight out of the other
+leg's socket from inside ``datagram_received``: no task, no queue and no log line per packet. The
+clock (``loop.time`` unless one is given) is read here and passed to the core.
+
+Nothing here depends on the concrete transport classes, so it runs under the default event loop
+and under uvloop alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+from collections.abc import Callable
+from types import TracebackType
+
+from media.relay import Address, Leg, NoPortsError, PortAllocator, RelaySession, RelayStats
+
+__all__ = ["RelayHandle", "RtpRelay"]
+
+# Errors that say "this port is taken (or forbidden), try another"; anything else (a bind
+# address that is not ours, say) would fail on every port, so it is raised at once.
+_PORT_BUSY = frozenset({errno.EADDRINUSE, errno.EACCES})
+
+# How long close() waits for the event loop to confirm that the sockets are closed.
+_CLOSE_TIMEOUT = 2.0
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    """One bound port (a leg's RTP or RTCP) feeding the shared :class:`RelaySession`."""
+
+    __slots__ = ("_clock", "_core", "_leg", "_lost", "_peers", "_rtcp", "transport", "writable")
+
+    def __init__(
+        self,
+        core: RelaySession,
+        leg: Leg,
+        rtcp: bool,
+        clock: Callable[[], float],
+        lost: asyncio.Future[None],
+    ) -> None:
+        self._core = core
+        self._leg = leg
+        self._rtcp = rtcp
+        self._clock = clock
+        self._lost = lost
+        # The endpoints of the same channel (RTP or RTCP) on legs A and B, set once both exist.
+        self._peers: tuple[_Endpoint, _Endpoint] | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.writable = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Typed as BaseTransport by asyncio; a datagram endpoint always hands a datagram one.
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        route = self._core.on_packet(self._leg, data, addr, self._rtcp, self._clock())
+        if route is None or self._peers is None:
+            return
+        peer = self._peers[route[0]]
+        transport = peer.transport
+        if peer.writable and transport is not None:
+            transport.sendto(data, route[1])
+        else:
+            self._core.count_congested(self._leg, data, self._rtcp)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable while a phone restarts, ...) say nothing the caller can
+        # act on per packet; a phone that is really gone shows up as an RTP timeout (last_rx).
+        return
+
+    def pause_writing(self) -> None:
+        # RTP is real-time: when the socket buffer is full, drop rather than queue.
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.writable = False
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+
+class RelayHandle:
+    """One relayed call: two legs, each with an RTP port and its RTCP port (``port + 1``)."""
+
+    def __init__(
+        self,
+        relay: RtpRelay,
+        core: RelaySession,
+        family: socket.AddressFamily,
+        ports: tuple[int, int],
+        endpoints: list[_Endpoint],
+        lost: list[asyncio.Future[None]],
+    ) -> None:
+        self._relay = relay
+        self._core = core
+        self._family = family
+        self._ports = ports
+        self._endpoints = endpoints
+        self._lost = lost
+        self._closed = False
+
+    def port(self, leg: Leg) -> int:
+        """The RTP port of ``leg`` (put it in the SDP sent to that leg's phone)."""
+        return self._ports[leg]
+
+    def rtcp_port(self, leg: Leg) -> int:
+        """The RTCP port of ``leg``: always ``port(leg) + 1``."""
+        return self._ports[leg] + 1
+
+    def set_remote(
+        self, leg: Leg, addr: Address | None, rtcp_addr: Address | None = None
+    ) -> None:
+        """Tell the relay where ``leg``'s phone receives media (from its SDP; None when unknown).
+
+        The host must be an IP literal: a host name from the SDP is resolved by the caller,
+        since resolving in the packet path would block the event loop.
+        """
+        self._core.set_remote(
+            leg,
+            None if addr is None else self._for_socket(addr),
+            None if rtcp_addr is None else self._for_socket(rtcp_addr),
+        )
+
+    def stats(self) -> RelayStats:
+        """A snapshot of the packet counters of both legs."""
+        return self._core.stats()
+
+    def last_rx(self, leg: Leg) -> float | None:
+        """When ``leg``'s phone last sent an accepted packet, on the relay's clock."""
+        return self._core.last_rx(leg)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._closed
+
+    async def close(self) -> None:
+        """Close the four sockets and give the ports back. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        for endpoint in self._endpoints:
+            if endpoint.transport is not None:
+                endpoint.transport.close()
+        # Ports go back only once the sockets are really closed, so the next call can bind them.
+        await asyncio.wait(self._lost, timeout=_CLOSE_TIMEOUT)
+        self._relay._forget(self)
+
+    async def __aenter__(self) -> RelayHandle:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _for_socket(self, addr: Address) -> Address:
+        try:
+            ip = ipaddress.ip_address(addr[0])
+        except (ValueError, TypeError, IndexError):
+            raise ValueError(f"remote {addr!r} is not an IP address literal") from None
+        port = addr[1]
+        if self._family == socket.AF_INET6 and ip.version == 4:
+            # A dual-stack socket reaches IPv4 peers through IPv4-mapped addresses (RFC 4291).
+            return (f"::ffff:{ip}", port)
+        if self._family == socket.AF_INET and ip.version == 6:
+            mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+            if mapped is None:
+                raise ValueError(f"remote {addr!r} is IPv6 but the relay is bound to IPv4")
+            return (str(mapped), port)
+        return (str(ip), port)
+
+
+class RtpRelay:
+    """The RTP relay engine: opens and tracks :class:`RelayHandle` objects (sockets per call).
+
+    ``clock`` is what ``now`` means for :meth:`RelayHandle.last_rx`; by default the running
+    loop's ``time()``, the clock ``loop.call_at`` uses for timers.
+    """
+
+    def __init__(
+        self, ports: PortAllocator, *, clock: Callable[[], float] | None = None
+    ) -> None:
+        self._ports = ports
+        self._clock = clock
+        self._handles: set[RelayHandle] = set()
+
+    @property
+    def ports(self) -> PortAllocator:
+        """The allocator the RTP ports come from."""
+        return self._ports
+
+    @property
+    def sessions(self) -> int:
+        """How many relayed calls are open."""
+        return len(self._handles)
+
+    async def open_session(self, bind_host: str) -> RelayHandle:
+        """Bind RTP and RTCP for both legs on ``bind_host`` (an IP literal) and start relaying.
+
+        Ports that cannot be bound (taken by another program) are skipped. Raises
+        :class:`~media.relay.NoPortsError` when no pair in the range can be had.
+        """
+        try:
+            family = (
+                socket.AF_INET6 if ipaddress.ip_address(bind_host).version == 6 else socket.AF_INET
+            )
+        except ValueError:
+            raise ValueError(f"bind_host {bind_host!r} is not an IP address literal") from None
+        loop = asyncio.get_running_loop()
+        clock = self._clock or loop.time
+        pairs: list[tuple[int, socket.socket, socket.socket]] = []
+        try:
+            for _ in Leg:
+                pairs.append(self._bind_pair(family, bind_host))
+        except BaseException:
+            for port, rtp_sock, rtcp_sock in pairs:
+                rtp_sock.close()
+                rtcp_sock.close()
+                self._ports.release(port)
+            raise
+
+        core = RelaySession()
+        endpoints: list[_Endpoint] = []
+        lost: list[asyncio.Future[None]] = []
+        try:
+            for leg, (_, rtp_sock, rtcp_sock) in zip(Leg, pairs, strict=True):
+                for is_rtcp, sock in ((False, rtp_sock), (True, rtcp_sock)):
+                    future: asyncio.Future[None] = loop.create_future()
+                    endpoint = _Endpoint(core, leg, is_rtcp, clock, future)
+                    await loop.create_datagram_endpoint(_returning(endpoint), sock=sock)
+                    endpoints.append(endpoint)
+                    lost.append(future)
+        except BaseException:
+            for endpoint in endpoints:
+                if endpoint.transport is not None:
+                    endpoint.transport.close()
+            for port, rtp_sock, rtcp_sock in pairs:
+                rtp_sock.close()
+                rtcp_sock.close()
+                self._ports.release(port)
+            raise
+        # endpoints: A-RTP, A-RTCP, B-RTP, B-RTCP
+        rtp_peers = (endpoints[0], endpoints[2])
+        rtcp_peers = (endpoints[1], endpoints[3])
+        for endpoint in endpoints:
+            endpoint._peers = rtcp_peers if endpoint._rtcp else rtp_peers
+        handle = RelayHandle(self, core, family, (pairs[0][0], pairs[1][0]), endpoints, lost)
+        self._handles.add(handle)
+        return handle
+
+    async def close(self) -> None:
+        """Close every open session."""
+        for handle in list(self._handles):
+            await handle.close()
+
+    def _forget(self, handle: RelayHandle) -> None:
+        if handle in self._handles:
+            self._handles.discard(handle)
+            for port in handle._ports:
+                self._ports.release(port)
+
+    def _bind_pair(
+        self, family: socket.AddressFamily, host: str
+    ) -> tuple[int, socket.socket, socket.socket]:
+        last_error: OSError | None = None
+        # Each failed port goes to the back of the queue, so this visits every free port once.
+        for _ in range(max(1, self._ports.available)):
+            port = self._ports.allocate()
+            try:
+                rtp = _bind(family, host, port)
+                try:
+                    rtcp = _bind(family, host, port + 1)
+                except BaseException:
+                    rtp.close()
+                    raise
+            except OSError as exc:
+                self._ports.release(port)
+                if exc.errno not in _PORT_BUSY:
+                    raise
+                last_error = exc
+                continue
+            return port, rtp, rtcp
+        raise NoPortsError(f"no free RTP port pair could be bound on {host}: {last_error}")
+
+
+def _returning(endpoint: _Endpoint) -> Callable[[], _Endpoint]:
+    return lambda: endpoint
+
+
+def _bind(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
