@@ -1,0 +1,1 @@
+"""The PBX application: configuration, routing, queues, call control, CLI and server."""
