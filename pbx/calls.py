@@ -1,0 +1,590 @@
+"""The B2BUA call controller: extension-to-extension calls with media anchored in the PBX.
+
+Theory of operation. A call has an A leg (the caller's INVITE, answered by us as a UAS) and one B
+leg per registered contact of the callee (forks, each its own Call-ID and client transaction, as a
+forking proxy would send them). Every SDP that crosses the PBX is rewritten so both phones send
+RTP to the PBX's relay (:mod:`media.udp`). The first fork to answer wins: the others are cancelled
+with ``Reason: SIP;cause=200;text="Call completed elsewhere"`` (RFC 3326) so those phones log no
+missed call. Once answered, requests inside either dialog (BYE, re-INVITE for hold/resume, INFO,
+UPDATE, ...) are re-issued on the other dialog and their answers relayed back.
+
+Everything here runs on the event loop thread, driven by transaction events; the only await is
+opening the relay's sockets when a call starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from media.relay import Leg, NoPortsError
+from media.sdp import SdpError, SessionDescription, audio_endpoint, rewrite_for_anchor
+from sip.dialog import Dialog, new_call_id, new_tag
+from sip.message import CSeq, Headers, Request, Response
+from sip.registrar import Binding
+from sip.transaction import Peer
+from sip.uri import Address, SipUri
+
+from .records import CallAnswered, CallEnded, CallStarted
+
+if TYPE_CHECKING:
+    from media.udp import RelayHandle
+
+    from .config import User
+    from .sipapp import SipApp
+
+logger = logging.getLogger(__name__)
+
+Side = Literal["a", "b"]
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
+_FORWARDED = frozenset({"INFO", "UPDATE", "MESSAGE", "OPTIONS", "NOTIFY"})
+
+
+def _utcnow() -> datetime:
+    # SQLite drops time zones: records store naive UTC.
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(slots=True)
+class Fork:
+    """One B-leg INVITE to one registered contact of the callee."""
+
+    key: str
+    invite: Request
+    peer: Peer
+    provisional: bool = False
+    done: bool = False
+    cancel_pending: bool = False
+    status: int | None = None
+    ack: Request | None = None
+
+
+@dataclass(slots=True)
+class Forwarded:
+    """An in-dialog request re-issued on the other leg, waiting for its answer."""
+
+    call: Call
+    origin: Side
+    origin_key: str
+    origin_request: Request
+    request: Request
+
+
+@dataclass(slots=True)
+class Call:
+    id: str
+    caller: User
+    callee: User
+    a_invite: Request
+    a_key: str
+    a_peer: Peer
+    a_tag: str
+    a_offer: SessionDescription
+    started: datetime
+    state: Literal["setup", "ringing", "answered", "ended"] = "setup"
+    forks: dict[str, Fork] = field(default_factory=dict)
+    relay: RelayHandle | None = None
+    a_dialog: Dialog | None = None
+    b_dialog: Dialog | None = None
+    b_peer: Peer | None = None
+    b_ack: Request | None = None
+    ring_timer: asyncio.TimerHandle | None = None
+    sdp_version: dict[Side, int] = field(default_factory=lambda: {"a": 0, "b": 0})
+    sdp_session: int = 0
+    reinvite_pending: bool = False
+    answered_at: datetime | None = None
+
+    def dialog(self, side: Side) -> Dialog | None:
+        return self.a_dialog if side == "a" else self.b_dialog
+
+    def peer(self, side: Side) -> Peer | None:
+        return self.a_peer if side == "a" else self.b_peer
+
+
+def _other(side: Side) -> Side:
+    return "b" if side == "a" else "a"
+
+
+def _leg(side: Side) -> Leg:
+    return Leg.A if side == "a" else Leg.B
+
+
+class CallController:
+    def __init__(self, app: SipApp) -> None:
+        self.app = app
+        self.calls: dict[str, Call] = {}
+        self._by_server_key: dict[str, Call] = {}
+        self._by_a_call_id: dict[str, Call] = {}
+        self._forks: dict[str, tuple[Call, Fork]] = {}
+        self._forwarded: dict[str, Forwarded] = {}
+        self._byes: set[str] = set()
+        self._dialogs: dict[tuple[str, str], tuple[Call, Side]] = {}
+        self._acks: dict[tuple[str, str], tuple[Request, Peer]] = {}
+
+    # -- new calls ---------------------------------------------------------------------------
+    def on_invite(self, req: Request, peer: Peer, key: str, caller: User) -> None:
+        app = self.app
+        target = req.uri.user or ""
+        callee = app.find_user(target)
+        call_id = str(uuid.uuid4())
+        started = _utcnow()
+        if callee is None:
+            self._record_attempt(call_id, req, caller, None, started, 404, "failed",
+                                 "number not found")
+            app.respond(key, req, 404, to_tag=new_tag())
+            return
+        if req.body and req.content_type != "application/sdp":
+            resp = app.make_response(req, 415, to_tag=new_tag())
+            resp.headers.add("Accept", "application/sdp")
+            app.layer.send_response(key, resp, app.now())
+            return
+        try:
+            offer = SessionDescription.parse(req.body) if req.body else None
+        except SdpError as e:
+            app.respond(key, req, 400, f"Bad SDP: {e}"[:80], to_tag=new_tag())
+            return
+        if offer is None or audio_endpoint(offer) is None:
+            # Offerless INVITEs (RFC 3261 13.2.1 delayed offer) are not bridged yet.
+            app.respond(key, req, 488, "Audio offer required", to_tag=new_tag())
+            return
+        bindings = app.lookup(callee.id)
+        if not bindings:
+            self._record_attempt(call_id, req, caller, callee, started, 480, "unavailable",
+                                 "callee not registered")
+            app.respond(key, req, 480, to_tag=new_tag())
+            return
+        call = Call(
+            id=call_id, caller=caller, callee=callee, a_invite=req, a_key=key, a_peer=peer,
+            a_tag=new_tag(), a_offer=offer, started=started,
+        )
+        call.sdp_session = int(uuid.uuid4().int % 10**9)
+        self.calls[call.id] = call
+        self._by_server_key[key] = call
+        self._by_a_call_id[req.call_id] = call
+        app.records.emit(
+            CallStarted(
+                call_id=call.id, sip_call_id=req.call_id, direction="internal",
+                from_number=caller.extension, from_name=caller.name or caller.id,
+                to_number=callee.extension, caller_user=caller.id, callee_user=callee.id,
+                started_at=started,
+            )
+        )
+        app.respond(key, req, 100)
+        asyncio.get_running_loop().create_task(self._start(call, bindings))
+
+    def _record_attempt(
+        self, call_id: str, req: Request, caller: User, callee: User | None,
+        started: datetime, code: int, disposition: str, cause: str,
+    ) -> None:
+        rec = self.app.records
+        rec.emit(CallStarted(
+            call_id=call_id, sip_call_id=req.call_id, direction="internal",
+            from_number=caller.extension, from_name=caller.name or caller.id,
+            to_number=req.uri.user or "", caller_user=caller.id,
+            callee_user=callee.id if callee else None, started_at=started,
+        ))
+        rec.emit(CallEnded(call_id=call_id, ended_at=_utcnow(), disposition=disposition,
+                           hangup_cause=cause, hangup_by="system", sip_code=code))
+
+    async def _start(self, call: Call, bindings: list[Binding]) -> None:
+        app = self.app
+        try:
+            call.relay = await app.relay.open_session(app.media_bind_host)
+        except (NoPortsError, OSError) as e:
+            logger.error("call %s: no media ports: %s", call.id, e)
+            if call.state == "setup":
+                self._fail_a(call, 503, "no media ports", "failed")
+                app.flush()
+            return
+        if call.state == "ended":
+            await call.relay.close()
+            return
+        a_end = audio_endpoint(call.a_offer)
+        if a_end is not None:
+            call.relay.set_remote(Leg.A, a_end)
+        body = self._sdp_for(call, "b", call.a_offer)
+        for b in bindings:
+            self._send_fork(call, b, body)
+        call.state = "ringing"
+        loop = asyncio.get_running_loop()
+        call.ring_timer = loop.call_later(app.ring_timeout, self._ring_timeout, call)
+        app.flush()
+
+    def _send_fork(self, call: Call, binding: Binding, body: bytes) -> None:
+        app = self.app
+        caller, callee = call.caller, call.callee
+        peer = app.binding_peer(binding)
+        h = Headers()
+        h.add("Max-Forwards", "70")
+        from_uri = SipUri("sip", user=caller.extension, host=app.domain)
+        h.add("From", str(Address(from_uri, caller.name or caller.id, {"tag": new_tag()})))
+        h.add("To", str(Address(SipUri("sip", user=callee.extension, host=app.domain),
+                                callee.name or callee.id)))
+        h.add("Call-ID", new_call_id(app.domain))
+        h.add("CSeq", "1 INVITE")
+        h.add("Contact", str(app.contact(peer)))
+        h.add("Allow", ALLOW)
+        h.add("User-Agent", app.user_agent)
+        h.add("Content-Type", "application/sdp")
+        req = Request("INVITE", SipUri.parse(binding.uri), h, body)
+        app.add_via(req, peer)
+        key = app.layer.send_request(req, peer, app.now())
+        fork = Fork(key=key, invite=req, peer=peer)
+        call.forks[key] = fork
+        self._forks[key] = (call, fork)
+
+    def _sdp_for(self, call: Call, side: Side, sd: SessionDescription) -> bytes:
+        """``sd`` rewritten to send on leg ``side``: the relay's port for that leg, our address."""
+        assert call.relay is not None
+        call.sdp_version[side] += 1
+        out = rewrite_for_anchor(
+            sd, self.app.media_address, call.relay.port(_leg(side)),
+            call.sdp_session + (1 if side == "b" else 0), call.sdp_version[side],
+        )
+        return bytes(out)
+
+    # -- responses on B-leg forks ------------------------------------------------------------
+    def on_response(self, resp: Response, key: str) -> None:
+        if key in self._forks:
+            call, fork = self._forks[key]
+            self._on_fork_response(call, fork, resp)
+        elif key in self._forwarded:
+            self._on_forwarded_response(self._forwarded[key], resp, key)
+        elif key in self._byes:
+            if resp.status >= 200:
+                self._byes.discard(key)
+        elif resp.status // 100 == 2 and resp.cseq.method == "INVITE":
+            # A retransmitted 2xx (RFC 6026 7.2): the ACK got lost; send it again.
+            self._reack(resp)
+
+    def _on_fork_response(self, call: Call, fork: Fork, resp: Response) -> None:
+        app = self.app
+        code = resp.status
+        if code < 200:
+            if code == 100:
+                return
+            fork.provisional = True
+            if fork.cancel_pending:
+                self._cancel_fork(fork, call, completed_elsewhere=call.state == "answered")
+                return
+            if call.state != "ringing":
+                return
+            body = b""
+            if resp.body and resp.content_type == "application/sdp":
+                body = self._relay_answer(call, "b", resp.body)
+            out = app.make_response(call.a_invite, 183 if body else 180, to_tag=call.a_tag)
+            if body:
+                out.headers.add("Content-Type", "application/sdp")
+                out.body = body
+            out.headers.add("Contact", str(app.contact(call.a_peer)))
+            app.layer.send_response(call.a_key, out, app.now())
+            return
+        if code < 300:
+            self._on_fork_answer(call, fork, resp)
+            return
+        fork.done = True
+        fork.status = code
+        self._forks.pop(fork.key, None)
+        if call.state == "ringing" and all(f.done for f in call.forks.values()):
+            best = _best_failure([f.status or 500 for f in call.forks.values()])
+            disposition = {486: "busy", 600: "busy", 603: "rejected"}.get(best, "failed")
+            if best in (408, 480, 487):
+                disposition = "no_answer"
+            self._fail_a(call, best, f"callee answered {best} {resp.reason}", disposition)
+
+    def _on_fork_answer(self, call: Call, fork: Fork, resp: Response) -> None:
+        app = self.app
+        dialog = Dialog.as_uac(fork.invite, resp)
+        ack = dialog.create_request("ACK", app.contact(fork.peer), cseq=fork.invite.cseq.seq)
+        app.add_via(ack, fork.peer)
+        app.layer.send_ack(ack, fork.peer)
+        fork.ack = ack
+        self._remember_ack(dialog, ack, fork.peer)
+        fork.done = True
+        fork.status = resp.status
+        self._forks.pop(fork.key, None)
+        if call.state != "ringing":
+            # Another fork won, or the caller gave up: this phone answered too late.
+            self._send_bye(dialog, fork.peer)
+            return
+        call.state = "answered"
+        call.b_dialog = dialog
+        call.b_peer = fork.peer
+        call.b_ack = ack
+        self._dialogs[(dialog.call_id, dialog.local_tag)] = (call, "b")
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+        for other in call.forks.values():
+            if not other.done:
+                self._cancel_fork(other, call, completed_elsewhere=True)
+        body = b""
+        if resp.body and resp.content_type == "application/sdp":
+            body = self._relay_answer(call, "b", resp.body)
+        if not body:
+            # No answer SDP: answer A with the relay on its side and the original codecs.
+            body = self._sdp_for(call, "a", call.a_offer)
+        out = app.make_response(call.a_invite, 200, to_tag=call.a_tag, dialog=True)
+        out.headers.add("Contact", str(app.contact(call.a_peer)))
+        out.headers.add("Allow", ALLOW)
+        out.headers.add("Content-Type", "application/sdp")
+        out.body = body
+        a_dialog = Dialog.as_uas(call.a_invite, call.a_tag)
+        call.a_dialog = a_dialog
+        self._dialogs[(a_dialog.call_id, a_dialog.local_tag)] = (call, "a")
+        app.layer.send_response(call.a_key, out, app.now())
+        call.answered_at = _utcnow()
+        app.records.emit(CallAnswered(call.id, call.answered_at, call.callee.id))
+
+    def _relay_answer(self, call: Call, from_side: Side, body: bytes) -> bytes:
+        """Latch the relay to the SDP ``from_side`` sent; return it rewritten for the other."""
+        try:
+            sd = SessionDescription.parse(body)
+        except SdpError:
+            return b""
+        end = audio_endpoint(sd)
+        if end is not None and call.relay is not None:
+            call.relay.set_remote(_leg(from_side), end)
+        return self._sdp_for(call, _other(from_side), sd)
+
+    def _cancel_fork(self, fork: Fork, call: Call, *, completed_elsewhere: bool) -> None:
+        # RFC 3261 9.1: a CANCEL may only be sent once a provisional response arrived.
+        if not fork.provisional:
+            fork.cancel_pending = True
+            return
+        fork.cancel_pending = False
+        inv = fork.invite
+        h = Headers()
+        h.add("Via", inv.headers.get("Via") or "")
+        h.add("Max-Forwards", "70")
+        for name in ("From", "To", "Call-ID"):
+            h.add(name, inv.headers.get(name) or "")
+        h.add("CSeq", str(CSeq(inv.cseq.seq, "CANCEL")))
+        if completed_elsewhere:
+            h.add("Reason", 'SIP;cause=200;text="Call completed elsewhere"')
+        cancel = Request("CANCEL", inv.raw_uri, h)
+        self.app.layer.send_request(cancel, fork.peer, self.app.now())
+
+    def _ring_timeout(self, call: Call) -> None:
+        call.ring_timer = None
+        if call.state != "ringing":
+            return
+        for fork in call.forks.values():
+            if not fork.done:
+                self._cancel_fork(fork, call, completed_elsewhere=False)
+        self._fail_a(call, 480, "no answer", "no_answer", reason="No Answer")
+        self.app.flush()
+
+    def _fail_a(
+        self, call: Call, code: int, cause: str, disposition: str, reason: str | None = None
+    ) -> None:
+        """End an unanswered call with a final error to the caller."""
+        app = self.app
+        app.respond(call.a_key, call.a_invite, code, reason, to_tag=call.a_tag)
+        self._end(call, disposition, cause, "system" if code != 487 else "caller", code)
+
+    # -- caller gives up ---------------------------------------------------------------------
+    def on_cancel(self, req: Request, key: str) -> None:
+        app = self.app
+        inv_key = app.layer.cancel_info(req)
+        call = self._by_server_key.get(inv_key) if inv_key else None
+        if call is None:
+            call = self._by_a_call_id.get(req.call_id)
+            app.respond(key, req, 200 if call is not None else 481, to_tag=new_tag())
+            return
+        app.respond(key, req, 200)
+        if call.state in ("setup", "ringing"):
+            if call.ring_timer is not None:
+                call.ring_timer.cancel()
+            for fork in call.forks.values():
+                if not fork.done:
+                    self._cancel_fork(fork, call, completed_elsewhere=False)
+            self._fail_a(call, 487, "caller cancelled", "cancelled")
+
+    # -- requests inside a dialog ------------------------------------------------------------
+    def on_in_dialog(self, req: Request, peer: Peer, key: str) -> bool:
+        """Handle a request with a To tag; False if it belongs to no dialog (answer 481)."""
+        app = self.app
+        found = self._dialogs.get((req.call_id, req.to.tag or ""))
+        if found is None:
+            return False
+        call, side = found
+        dialog = call.dialog(side)
+        assert dialog is not None
+        if not dialog.accept_remote_cseq(req):
+            app.respond(key, req, 500, "CSeq out of order")
+            return True
+        method = req.method
+        if method == "BYE":
+            app.respond(key, req, 200)
+            other = _other(side)
+            od, op = call.dialog(other), call.peer(other)
+            if od is not None and op is not None:
+                self._send_bye(od, op)
+            self._end(call, "answered", "caller hung up" if side == "a" else "callee hung up",
+                      "caller" if side == "a" else "callee", None)
+            return True
+        if method == "INVITE":
+            if call.reinvite_pending:
+                app.respond(key, req, 491)  # RFC 3261 14.1: glare
+                return True
+            dialog.update_target(req)
+            call.reinvite_pending = True
+            self._forward(call, side, key, req)
+            return True
+        if method in _FORWARDED:
+            self._forward(call, side, key, req)
+            return True
+        resp = app.make_response(req, 405)
+        resp.headers.add("Allow", ALLOW)
+        app.layer.send_response(key, resp, app.now())
+        return True
+
+    def _forward(self, call: Call, side: Side, key: str, req: Request) -> None:
+        app = self.app
+        other = _other(side)
+        od, op = call.dialog(other), call.peer(other)
+        if od is None or op is None:
+            app.respond(key, req, 481)
+            return
+        body = req.body
+        if body and req.content_type == "application/sdp":
+            body = self._relay_answer(call, side, body) or body
+        fwd = od.create_request(req.method, app.contact(op), body=body)
+        for name in ("Content-Type", "Event", "Subscription-State", "Info-Package"):
+            v = req.headers.get(name)
+            if v is not None and (name != "Content-Type" or body):
+                fwd.headers.add(name, v)
+        app.add_via(fwd, op)
+        ckey = app.layer.send_request(fwd, op, app.now())
+        self._forwarded[ckey] = Forwarded(call, side, key, req, fwd)
+
+    def _on_forwarded_response(self, fw: Forwarded, resp: Response, key: str) -> None:
+        app = self.app
+        call = fw.call
+        if resp.status == 100:
+            return
+        final = resp.status >= 200
+        if final:
+            self._forwarded.pop(key, None)
+        other = _other(fw.origin)
+        is_invite = fw.request.method == "INVITE"
+        if is_invite and final:
+            call.reinvite_pending = False
+        if is_invite and 200 <= resp.status < 300:
+            od, op = call.dialog(other), call.peer(other)
+            if od is not None and op is not None:
+                od.update_target(resp)
+                ack = od.create_request("ACK", app.contact(op), cseq=fw.request.cseq.seq)
+                app.add_via(ack, op)
+                app.layer.send_ack(ack, op)
+                self._remember_ack(od, ack, op)
+        if call.state == "ended":
+            return
+        out = app.make_response(fw.origin_request, resp.status, resp.reason)
+        if resp.body:
+            body = resp.body
+            if resp.content_type == "application/sdp":
+                body = self._relay_answer(call, other, body) or body
+            out.headers.add("Content-Type", resp.headers.get("Content-Type") or "")
+            out.body = body
+        if is_invite and resp.status < 300:
+            out.headers.add("Contact", str(app.contact(call.peer(fw.origin) or call.a_peer)))
+        app.layer.send_response(fw.origin_key, out, app.now())
+
+    def on_ack(self, req: Request) -> None:
+        """ACKs for our 2xx answers need no action: the far leg was ACKed when it answered."""
+
+    def _reack(self, resp: Response) -> None:
+        found = self._acks.get((resp.call_id, resp.to.tag or ""))
+        if found is not None:
+            ack, peer = found
+            self.app.layer.send_ack(ack, peer)
+
+    def _send_bye(self, dialog: Dialog, peer: Peer) -> None:
+        app = self.app
+        bye = dialog.create_request("BYE", app.contact(peer))
+        app.add_via(bye, peer)
+        self._byes.add(app.layer.send_request(bye, peer, app.now()))
+
+    # -- failures and the end of a call ------------------------------------------------------
+    def on_failure(self, key: str) -> None:
+        """A client transaction timed out or its transport failed (treated as 408)."""
+        if key in self._forks:
+            call, fork = self._forks[key]
+            self._on_fork_failure(call, fork)
+        elif key in self._forwarded:
+            fw = self._forwarded.pop(key)
+            if fw.request.method == "INVITE":
+                fw.call.reinvite_pending = False
+            if fw.call.state != "ended":
+                self.app.respond(fw.origin_key, fw.origin_request, 408)
+        elif key in self._by_server_key:
+            # Our 2xx to the caller was never ACKed (RFC 3261 13.3.1.4): end the call.
+            call = self._by_server_key[key]
+            if call.state == "answered":
+                self.hangup(call, "no ACK from caller")
+        self._byes.discard(key)
+
+    def _on_fork_failure(self, call: Call, fork: Fork) -> None:
+        fork.done = True
+        fork.status = 408
+        self._forks.pop(fork.key, None)
+        if call.state == "ringing" and all(f.done for f in call.forks.values()):
+            self._fail_a(call, 480, "callee did not respond", "no_answer")
+
+    def hangup(self, call: Call, cause: str) -> None:
+        """End a call from the PBX side (shutdown, media timeout, missing ACK)."""
+        if call.state == "answered":
+            for side in ("a", "b"):
+                d, p = call.dialog(side), call.peer(side)  # type: ignore[arg-type]
+                if d is not None and p is not None:
+                    self._send_bye(d, p)
+            self._end(call, "answered", cause, "system", None)
+        elif call.state in ("setup", "ringing"):
+            for fork in call.forks.values():
+                if not fork.done:
+                    self._cancel_fork(fork, call, completed_elsewhere=False)
+            self._fail_a(call, 503, cause, "failed")
+
+    def _end(
+        self, call: Call, disposition: str, cause: str, by: str | None, code: int | None
+    ) -> None:
+        if call.state == "ended":
+            return
+        call.state = "ended"
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+        self.calls.pop(call.id, None)
+        self._by_server_key.pop(call.a_key, None)
+        self._by_a_call_id.pop(call.a_invite.call_id, None)
+        for d in (call.a_dialog, call.b_dialog):
+            if d is not None:
+                self._dialogs.pop((d.call_id, d.local_tag), None)
+        if call.relay is not None:
+            asyncio.get_running_loop().create_task(call.relay.close())
+        if disposition != "answered":
+            by = by or "system"
+        self.app.records.emit(CallEnded(call.id, _utcnow(), disposition, cause, by, code))
+
+    def _remember_ack(self, dialog: Dialog, ack: Request, peer: Peer) -> None:
+        # Kept as long as the far side may retransmit its 2xx (Timer M, 64*T1, RFC 6026),
+        # so a lost ACK is re-sent; then forgotten.
+        k = (dialog.call_id, dialog.remote_tag)
+        self._acks[k] = (ack, peer)
+        asyncio.get_running_loop().call_later(
+            64 * self.app.t1 + 1.0, lambda: self._acks.pop(k, None) if self._acks.get(k) == (ack, peer) else None
+        )
+
+
+def _best_failure(codes: list[int]) -> int:
+    """RFC 3261 16.7 step 6, simplified: 6xx wins, then busy, then the lowest class."""
+    six = [c for c in codes if c >= 600]
+    if six:
+        return six[0]
+    if 486 in codes:
+        return 486
+    return min(codes, key=lambda c: (c // 100 != 4, c == 408, c))

@@ -1,0 +1,55 @@
+"""Call-record events: what the call path tells the record keeper (crmsync) about each call.
+
+The call path never waits for the database: it hands these frozen events to a ``RecordSink``
+and moves on (DESIGN.md, "crmsync never awaits the call path").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    call_id: str
+    """The PBX's own id of the logical call (also the key of its record)."""
+    sip_call_id: str
+    direction: str
+    """internal | inbound | outbound"""
+    from_number: str
+    from_name: str
+    to_number: str
+    caller_user: str | None
+    callee_user: str | None
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    call_id: str
+    answered_at: datetime
+    answered_by: str | None
+    """User id of the party that answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    call_id: str
+    ended_at: datetime
+    disposition: str
+    """answered | no_answer | busy | cancelled | unavailable | failed"""
+    hangup_cause: str
+    """Human-readable cause, e.g. "caller hung up" or "callee rejected: 486 Busy Here"."""
+    hangup_by: str | None
+    """caller | callee | system"""
+    sip_code: int | None
+
+
+CallEvent = CallStarted | CallAnswered | CallEnded
+
+
+class RecordSink(Protocol):
+    def emit(self, event: CallEvent) -> None:
+        """Accept an event without blocking (the implementation queues it)."""

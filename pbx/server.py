@@ -1,0 +1,191 @@
+"""The composition root: builds every part of the PBX from the config and runs it.
+
+Resources are opened in order and closed in reverse; SIGTERM/SIGINT stop the PBX cleanly (calls
+in progress get a BYE, queued records reach the database), SIGHUP reloads the config (a bad new
+config is refused and the running one stays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from crmsync.models import Base as CrmBase
+from crmsync.writer import apply_event
+from media.relay import PortAllocator
+from media.udp import RtpRelay
+from sip.registrar import Registrar
+from sip.transaction import TimerSettings, TransactionLayer
+from sip.transport import ListenSpec, SipTransport
+
+from .auth import Authenticator
+from .bindings import load_bindings
+from .bindings import metadata as bindings_metadata
+from .config import Config, ConfigError, load_config, merge_reload
+from .db import WriteBehind, open_engine
+from .records import CallEvent
+from .registration import RegistrationService
+from .sipapp import SipApp
+
+logger = logging.getLogger("pbx")
+
+
+class DbRecordSink:
+    """Queues call-record events to the database writer; never blocks the call path."""
+
+    def __init__(self, db: WriteBehind) -> None:
+        self._db = db
+
+    def emit(self, event: CallEvent) -> None:
+        self._db.submit(lambda session: apply_event(session, event))
+
+
+def run(config: Config, config_path: Path, pidfile: Path | None) -> int:
+    """Run until SIGTERM/SIGINT; the exit code for the process."""
+    _setup_logging(config.logging.level)
+    try:
+        import uvloop
+
+        runner: Callable[..., int] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    return runner(serve(config, config_path, pidfile))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+class Pbx:
+    """A running PBX (used by :func:`serve` and by tests that embed it)."""
+
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.listening: list[tuple[str, str, int]] = []
+
+    async def start(self) -> None:
+        config = self.config
+        sip = config.sip
+        self.engine = open_engine(config.storage.database)
+        bindings_metadata.create_all(self.engine)
+        CrmBase.metadata.create_all(self.engine)
+        self.db = WriteBehind(self.engine)
+        registrar = Registrar(
+            min_expires=sip.min_expires,
+            max_expires=sip.max_expires,
+            default_expires=sip.default_expires,
+            max_contacts=max((u.max_contacts for u in config.users), default=5),
+        )
+        restored = registrar.load(load_bindings(self.engine), time.time())
+        self.layer = TransactionLayer(TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4))
+        self.relay = RtpRelay(PortAllocator(*config.media.rtp_ports))
+        self.media_address = config.advertised_address()
+
+        def find_user(name: str) -> object:
+            return self.app.find_user(name)
+
+        self.auth = Authenticator(sip.digest_realm, sip.nonce_ttl, find_user)  # type: ignore[arg-type]
+        registration = RegistrationService(registrar, self.auth, find_user, self.db.submit)  # type: ignore[arg-type]
+        self.transport = SipTransport(
+            self.layer, lambda ev: self.app.handle(ev),
+            max_message_size=sip.max_message_size, server_header=sip.user_agent,
+        )
+        bind_host = sip.listen[0].host
+        self.app = SipApp(
+            config, self.layer, self.relay, DbRecordSink(self.db), registration, self.auth,
+            self.transport.flush, self.transport.local_address, self.media_address,
+            bind_host if bind_host != "::" else "::",
+        )
+        for spec in sip.listen:
+            host, port = await self.transport.listen(ListenSpec(spec.transport, spec.host,
+                                                                spec.port))
+            self.listening.append((spec.transport, host, port))
+            logger.info("listening on %s:%s:%d", spec.transport, host, port)
+        logger.info("media address %s, RTP ports %d-%d; %d registrations restored",
+                    self.media_address, *config.media.rtp_ports, restored)
+        self._housekeeping = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        """Once a second: expire registrations (the registrar is pure, this is its clock)."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.app.registration.expire(time.time())
+            except Exception:
+                logger.exception("housekeeping failed")
+
+    def reload(self) -> bool:
+        """Re-read the config file; apply it if valid. Returns whether it was applied."""
+        if self.config_path is None:
+            return False
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            logger.error("reload refused, keeping the running config:\n%s", e)
+            return False
+        except OSError as e:
+            logger.error("reload refused, cannot read %s: %s", self.config_path, e)
+            return False
+        applied, kept = merge_reload(self.config, new)
+        for key in kept:
+            logger.warning("reload: %s changed but needs a restart; keeping the old value", key)
+        if applied.sip.digest_realm != self.config.sip.digest_realm:
+            self.auth.realm = applied.sip.digest_realm
+            self.auth.__init__(applied.sip.digest_realm, applied.sip.nonce_ttl,  # type: ignore[misc]
+                               self.app.find_user)
+        self.config = applied
+        self.app.apply_config(applied)
+        logging.getLogger().setLevel(applied.logging.level.upper())
+        logger.info("config reloaded: %d users", len(applied.users))
+        return True
+
+    async def stop(self) -> None:
+        for call in list(self.app.calls.calls.values()):
+            self.app.calls.hangup(call, "PBX shutting down")
+        self.transport.flush()
+        await asyncio.sleep(0.2)  # let the BYEs leave before the sockets close
+        self._housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._housekeeping
+        await self.transport.close()
+        await self.relay.close()
+        await asyncio.to_thread(self.db.flush)
+        self.db.close()
+        self.engine.dispose()
+
+
+async def serve(config: Config, config_path: Path, pidfile: Path | None) -> int:
+    pbx = Pbx(config, config_path)
+    try:
+        await pbx.start()
+    except OSError as e:
+        logger.error("cannot start: %s", e)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, pbx.reload)
+    if pidfile is not None:
+        pidfile.parent.mkdir(parents=True, exist_ok=True)
+        pidfile.write_text(f"{os.getpid()}\n")
+    logger.info("PBX ready")
+    try:
+        await stop.wait()
+    finally:
+        logger.info("stopping")
+        await pbx.stop()
+        if pidfile is not None:
+            with contextlib.suppress(OSError):
+                pidfile.unlink()
+    return 0

@@ -1,0 +1,250 @@
+"""The SIP application: the transaction user that turns SIP events into PBX behaviour.
+
+It answers OPTIONS, REGISTER (through :mod:`pbx.registration`) and the generic errors of
+RFC 3261 8.2 (416 unsupported URI scheme, 420 bad extension, 405/501 methods, 481 unknown
+dialog), and hands calls to :class:`pbx.calls.CallController`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sip.dialog import new_tag
+from sip.message import Request, Response
+from sip.registrar import Binding
+from sip.transaction import (
+    AckReceived,
+    Peer,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TransactionEvent,
+    TransactionLayer,
+    TransactionTimeout,
+    TransportError,
+    new_branch,
+)
+from sip.uri import Address, SipUri
+from sip.via import Via
+
+from .auth import Authenticator, Challenge
+from .calls import ALLOW, CallController
+from .records import RecordSink
+from .registration import RegistrationService, source_to_peer
+
+if TYPE_CHECKING:
+    from media.udp import RtpRelay
+
+    from .config import Config, User
+
+logger = logging.getLogger(__name__)
+
+#: Methods the PBX knows but does not serve outside a dialog: 405 (RFC 3261 8.2.1).
+_KNOWN_METHODS = frozenset(
+    {"SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "PRACK", "INFO", "UPDATE", "BYE"}
+)
+
+
+class SipApp:
+    """Composition of the SIP services; everything runs on the event loop thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        layer: TransactionLayer,
+        relay: RtpRelay,
+        records: RecordSink,
+        registration: RegistrationService,
+        auth: Authenticator,
+        flush: Callable[[], None],
+        local_address: Callable[[str], tuple[str, int]],
+        media_address: str,
+        media_bind_host: str,
+    ) -> None:
+        self.layer = layer
+        self.relay = relay
+        self.records = records
+        self.registration = registration
+        self.auth = auth
+        self.flush = flush
+        self._local_address = local_address
+        self.media_address = media_address
+        self.media_bind_host = media_bind_host
+        self.calls = CallController(self)
+        self._loop = asyncio.get_running_loop()
+        self.apply_config(config)
+
+    def apply_config(self, config: Config) -> None:
+        """Take a new config (reload): users, timers and names; calls in progress keep going."""
+        self.config = config
+        sip = config.sip
+        self.domain = sip.domain
+        self.user_agent = sip.user_agent
+        self.ring_timeout = float(sip.ring_timeout)
+        self.t1 = float(sip.t1)
+
+    # -- helpers used by the services --------------------------------------------------------
+    def now(self) -> float:
+        return self._loop.time()
+
+    def find_user(self, name: str) -> User | None:
+        return self.config.user_by_extension(name) or self.config.user_by_id(name)
+
+    def lookup(self, user_id: str) -> list[Binding]:
+        return self.registration.registrar.lookup(user_id, time.time())
+
+    def binding_peer(self, binding: Binding) -> Peer:
+        return source_to_peer(binding.source)
+
+    def _advertised(self, transport: str) -> tuple[str, int]:
+        host, port = self._local_address(transport)
+        if host in ("0.0.0.0", "::"):
+            host = self.media_address
+        return host, port
+
+    def contact(self, peer: Peer) -> Address:
+        host, port = self._advertised(peer.transport)
+        if ":" in host:
+            host = f"[{host}]"
+        params: dict[str, str | None] = {}
+        if peer.transport != "udp":
+            params["transport"] = peer.transport
+        return Address(SipUri("sip", user="pbx", host=host, port=port, params=params))
+
+    def add_via(self, req: Request, peer: Peer) -> None:
+        host, port = self._advertised(peer.transport)
+        if ":" in host:
+            host = f"[{host}]"
+        # RFC 3581: ask for rport so answers come back through NATs to our source port.
+        req.add_via(Via(peer.transport.upper(), host, port,
+                        {"branch": new_branch(), "rport": None}))
+
+    def make_response(
+        self,
+        req: Request,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        dialog: bool = False,
+    ) -> Response:
+        resp = req.response(status, reason, to_tag=to_tag, copy_record_route=dialog)
+        resp.headers.add("Server", self.user_agent)
+        return resp
+
+    def respond(
+        self,
+        key: str,
+        req: Request,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+    ) -> None:
+        # RFC 3261 8.2.6.2: every response but 100 carries a To tag.
+        if to_tag is None and status != 100 and req.to.tag is None:
+            to_tag = new_tag()
+        self.layer.send_response(key, self.make_response(req, status, reason, to_tag=to_tag),
+                                 self.now())
+
+    # -- the transaction user ----------------------------------------------------------------
+    def handle(self, ev: TransactionEvent) -> None:
+        if isinstance(ev, RequestReceived):
+            if ev.server_key is None:
+                if ev.request.method == "ACK":
+                    self.calls.on_ack(ev.request)
+                return
+            self.on_request(ev.request, ev.peer, ev.server_key)
+        elif isinstance(ev, ResponseReceived):
+            self.calls.on_response(ev.response, ev.client_key)
+        elif isinstance(ev, AckReceived):
+            self.calls.on_ack(ev.request)
+        elif isinstance(ev, (TransactionTimeout, TransportError)):
+            self.calls.on_failure(ev.key)
+        elif isinstance(ev, StrayResponse):
+            if ev.response.status // 100 == 2 and ev.response.cseq.method == "INVITE":
+                self.calls.on_response(ev.response, "")
+
+    def on_request(self, req: Request, peer: Peer, key: str) -> None:
+        method = req.method
+        if method == "ACK":
+            self.calls.on_ack(req)
+            return
+        # RFC 3261 8.2.2.1: we serve sip: and sips: URIs only (RFC 4475 "unkscm", "novelsc").
+        if not req.uri.is_sip:
+            self.respond(key, req, 416)
+            return
+        # RFC 3261 8.2.2.3: no extensions are required of us, so any Require is unsupported.
+        required = [r for r in req.headers.get_all("Require") if r]
+        if required and method not in ("CANCEL",):
+            resp = self.make_response(req, 420, to_tag=None if req.to.tag else new_tag())
+            resp.headers.add("Unsupported", ", ".join(required))
+            self.layer.send_response(key, resp, self.now())
+            return
+        if method == "CANCEL":
+            self.calls.on_cancel(req, key)
+            return
+        if req.to.tag is not None:
+            if not self.calls.on_in_dialog(req, peer, key):
+                self.respond(key, req, 481)
+            return
+        if method == "REGISTER":
+            self.layer.send_response(key, self._stamp(self.registration.handle(req, peer,
+                                                                                time.time())),
+                                     self.now())
+            return
+        if method == "OPTIONS":
+            self._options(req, key)
+            return
+        if method == "INVITE":
+            self._invite(req, peer, key)
+            return
+        status = 405 if method in _KNOWN_METHODS else 501
+        resp = self.make_response(req, status, to_tag=new_tag())
+        resp.headers.add("Allow", ALLOW)
+        self.layer.send_response(key, resp, self.now())
+
+    def _stamp(self, resp: Response) -> Response:
+        if resp.status != 100 and resp.to.tag is None:
+            resp.set_to(resp.to.with_tag(new_tag()))
+        resp.headers.add("Server", self.user_agent)
+        return resp
+
+    def _options(self, req: Request, key: str) -> None:
+        # RFC 3261 11.2: capabilities. Max-Forwards 0 is fine: we are the endpoint (RFC 4475
+        # "zeromf").
+        resp = self.make_response(req, 200, to_tag=new_tag())
+        resp.headers.add("Allow", ALLOW)
+        resp.headers.add("Accept", "application/sdp")
+        resp.headers.add("Supported", "outbound, path")
+        self.layer.send_response(key, resp, self.now())
+
+    def _invite(self, req: Request, peer: Peer, key: str) -> None:
+        # RFC 3261 21.4.7 / RFC 4475 "sdp01": we can only answer with SDP.
+        accept = req.headers.get_all("Accept")
+        if accept and not any(
+            a.split(";", 1)[0].strip().lower() in ("application/sdp", "application/*", "*/*")
+            for a in accept
+        ):
+            resp = self.make_response(req, 406, to_tag=new_tag())
+            resp.headers.add("Accept", "application/sdp")
+            self.layer.send_response(key, resp, self.now())
+            return
+        if req.body and req.content_type != "application/sdp":
+            # RFC 3261 21.4.13 / RFC 4475 "invut": 415 with the types we accept.
+            resp = self.make_response(req, 415, to_tag=new_tag())
+            resp.headers.add("Accept", "application/sdp")
+            self.layer.send_response(key, resp, self.now())
+            return
+        found = self.auth.check(req, time.time())
+        if isinstance(found, Challenge):
+            resp = self.make_response(req, 401, to_tag=new_tag())
+            for value in found.headers:
+                resp.headers.add("WWW-Authenticate", value)
+            self.layer.send_response(key, resp, self.now())
+            return
+        self.calls.on_invite(req, peer, key, found)
