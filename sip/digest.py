@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from functools import lru_cache
+from functools import lru_cache, partial
 from urllib.parse import unquote_to_bytes
 
 __all__ = [
@@ -67,22 +67,20 @@ class AuthResult(Enum):
 # Hash functions (RFC 7616 section 3.2, RFC 8760 section 2.1)
 
 
-def _md5(data: str) -> str:
-    # MD5 is what the protocol mandates here, not a choice of ours: RFC 7616 section 3.2.
-    return hashlib.md5(data.encode("utf-8"), usedforsecurity=False).hexdigest()
-
-
-def _sha256(data: str) -> str:
-    return hashlib.sha256(data.encode("utf-8")).hexdigest()
-
-
-def _sha512_256(data: str) -> str:
-    return hashlib.new("sha512_256", data.encode("utf-8")).hexdigest()
-
-
-_HASHES: dict[str, Callable[[str], str]] = {"MD5": _md5, "SHA-256": _sha256}
+_NEW: dict[str, Callable[..., hashlib._Hash]] = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 if "sha512_256" in hashlib.algorithms_available:
-    _HASHES["SHA-512-256"] = _sha512_256
+    _NEW["SHA-512-256"] = partial(hashlib.new, "sha512_256")
+
+
+def _hasher(new: Callable[..., hashlib._Hash]) -> Callable[[str], str]:
+    # MD5 is mandated by the protocol here, not chosen for security (RFC 7616 section 3.2).
+    # surrogatepass: a name holding a lone surrogate hashes (to a mismatch) instead of raising.
+    return lambda data: new(
+        data.encode("utf-8", "surrogatepass"), usedforsecurity=False
+    ).hexdigest()
+
+
+_HASHES = {label: _hasher(new) for label, new in _NEW.items()}
 
 # Strength order for choose_challenge(): the strongest known algorithm wins (RFC 8760 2.4).
 _STRENGTH = {"MD5": 0, "SHA-256": 1, "SHA-512-256": 2}
@@ -124,13 +122,10 @@ def _response(
     qop: str | None,
     method: str,
     uri: str,
-    body: bytes,
+    body_hash: str,
 ) -> str:
     # RFC 7616 section 3.4.3 (A2 for auth-int includes H(entity-body)), section 3.4.1.
-    if qop == "auth-int":
-        h2 = fn(f"{method}:{uri}:{fn(body.decode('latin-1'))}")
-    else:
-        h2 = fn(f"{method}:{uri}")
+    h2 = fn(f"{method}:{uri}:{body_hash}") if qop == "auth-int" else fn(f"{method}:{uri}")
     if qop is None:
         # RFC 2069 compatibility: no qop, nc or cnonce.
         return fn(f"{h1}:{nonce}:{h2}")
@@ -358,7 +353,8 @@ def answer_challenge(
     h1 = ha1(username, challenge.realm, password, base)
     if sess:
         h1 = fn(f"{h1}:{challenge.nonce}:{cnonce}")
-    response = _response(fn, h1, challenge.nonce, nc_text, cnonce, qop, method, uri, body)
+    body_hash = _NEW[base](body, usedforsecurity=False).hexdigest() if qop == "auth-int" else ""
+    response = _response(fn, h1, challenge.nonce, nc_text, cnonce, qop, method, uri, body_hash)
     shown_user = fn(f"{username}:{challenge.realm}") if challenge.userhash else username
     parts = [
         f"Digest username={_quote(shown_user)}",
@@ -526,7 +522,7 @@ class DigestServer:
         if sess:
             h1 = fn(f"{h1}:{creds.nonce}:{creds.cnonce}")
         expected = _response(
-            fn, h1, creds.nonce, creds.nc, creds.cnonce, qop, method, creds.uri, b""
+            fn, h1, creds.nonce, creds.nc, creds.cnonce, qop, method, creds.uri, ""
         )
         matches = hmac.compare_digest(expected, creds.response.lower())
         if not matches or password is None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
@@ -475,3 +476,28 @@ def test_userhash_answer() -> None:
     creds = parse_digest(answer_challenge(c, "REGISTER", URI, "alice", "p", "cn", 1))
     assert creds is not None and creds.userhash
     assert creds.username != "alice" and len(creds.username) == 64
+
+
+def test_auth_int_client_hashes_the_body_bytes() -> None:
+    # RFC 7616 section 3.4.3: A2 = method:uri:H(entity-body), over the raw bytes.
+    body = "v=0\r\ns=Jäsøn\r\n".encode()
+    c = DigestChallenge("r", "n", "MD5", ("auth-int",))
+    creds = parse_digest(answer_challenge(c, "INVITE", URI, "u", "p", "cn", 1, body))
+    assert creds is not None
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    h2 = md5(f"INVITE:{URI}:{hashlib.md5(body).hexdigest()}")
+    assert creds.response == md5(f"{md5('u:r:p')}:n:00000001:cn:auth-int:{h2}")
+
+
+def test_lone_surrogates_do_not_raise() -> None:
+    # A message decoded with errors="surrogateescape" can hand over such names.
+    server = _server()
+    creds = _answer(server.challenge(1000.0))
+    fields = {name: getattr(creds, name) for name in DigestCredentials.__slots__}
+    fields["username"] = "al\udcffice\ud800"
+    odd = DigestCredentials(**fields)  # type: ignore[arg-type]
+    assert server.verify("REGISTER", odd, "s3cret", 1000.0) is AuthResult.FAILED
+    assert server.verify("REGISTER", odd, None, 1000.0) is AuthResult.FAILED
