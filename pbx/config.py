@@ -6,12 +6,12 @@ sees a raw dict. Any problem raises ``ConfigError`` listing *every* issue as
 ``FILE:LINE:COL: key.path: message``, so a reload that fails can be refused with a precise
 report while the running configuration stays in place.
 
-Theory of operation: the YAML is *composed* (not constructed) with ruamel.yaml, so every value
-keeps its node and position. A walker turns nodes into plain data, guided by the model's field
-types: a plain scalar that lands in a ``str`` field keeps its text exactly as written (``0123``
-stays ``"0123"``, never the integer 123 or 83). The walker records where each key path was
-written; pydantic errors are then mapped back to file, line and column through that table.
-Adding a configuration section is one more model and one more field on ``Config``.
+Theory of operation: ``pbx.config_yaml`` *composes* (not constructs) the YAML with
+ruamel.yaml, so every value keeps its node and position, and turns nodes into plain data guided
+by the model's field types: a plain scalar that lands in a ``str`` field keeps its text exactly
+as written (``0123`` stays ``"0123"``, never the integer 123 or 83). It records where each key
+path was written; pydantic errors are then mapped back to file, line and column through that
+table. Adding a configuration section is one more model and one more field on ``Config``.
 """
 
 from __future__ import annotations
@@ -71,14 +71,13 @@ _CALLER_ID = re.compile(r"\+?[0-9]{1,15}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _check_host(host: str, spec: str) -> str:
+def _normal_host(host: str) -> str | None:
+    """``host`` as an IP address or lower-case DNS name, or None if it is neither."""
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
-    if not _HOSTNAME.fullmatch(host):
-        raise ValueError(f"invalid host {host!r} in {spec!r}")
-    return host.lower()
+    return host.lower() if _HOSTNAME.fullmatch(host) else None
 
 
 def parse_listen(spec: str) -> dict[str, Any]:
@@ -107,8 +106,11 @@ def parse_listen(spec: str) -> dict[str, Any]:
             raise ValueError(f"invalid listen address {spec!r}: expected transport:host:port")
         if ":" in host:
             raise ValueError(f"IPv6 address in {spec!r} needs brackets, as in udp:[::1]:5060")
-        host = _check_host(host, spec)
-    if not port_text.isdigit() or int(port_text) > 65535:
+        normal = _normal_host(host)
+        if normal is None:
+            raise ValueError(f"invalid host {host!r} in {spec!r}")
+        host = normal
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or int(port_text) > 65535:
         raise ValueError(f"invalid port {port_text!r} in {spec!r}: expected 0 to 65535")
     return {"transport": transport, "host": host, "port": int(port_text)}
 
@@ -150,9 +152,10 @@ class SipSection(BaseModel):
 
     model_config = _FROZEN
 
-    listen: tuple[ListenAddress, ...] = Field(min_length=1)
+    listen: tuple[ListenAddress, ...]
     domain: str
     realm: str = ""
+    """Digest realm (RFC 3261 22.1); filled from ``domain`` when not given."""
     user_agent: str = "PBX"
     min_expires: int = Field(default=60, ge=1)
     max_expires: int = Field(default=3600, ge=1)
@@ -177,10 +180,20 @@ class SipSection(BaseModel):
                 data["realm"] = domain.strip().lower()
         return data
 
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _some_listen(cls, value: object) -> object:
+        if isinstance(value, list | tuple) and not value:
+            raise ValueError("give at least one address to listen on, e.g. udp:0.0.0.0:5060")
+        return value
+
     @field_validator("domain")
     @classmethod
     def _check_domain(cls, value: str) -> str:
-        return _check_host(value.strip(), value)
+        normal = _normal_host(value.strip())
+        if normal is None:
+            raise ValueError(f"invalid domain {value!r}: expected a DNS name or an IP address")
+        return normal
 
     @field_validator("realm")
     @classmethod
@@ -222,11 +235,6 @@ class SipSection(BaseModel):
         if isinstance(t1, float) and value < t1:
             raise ValueError(f"t2 ({value:g}s) must not be shorter than t1 ({t1:g}s)")
         return value
-
-    @property
-    def digest_realm(self) -> str:
-        """The realm offered in digest challenges (``realm``, which defaults to ``domain``)."""
-        return self.realm or self.domain
 
 
 class MediaSection(BaseModel):
@@ -355,7 +363,7 @@ class User(BaseModel):
 
     id: str
     extension: str
-    password: str = Field(min_length=1)
+    password: str
     name: str = ""
     role: Literal["agent", "supervisor", "admin"] = "agent"
     caller_id: str | None = None
@@ -383,6 +391,16 @@ class User(BaseModel):
     def _check_extension(cls, value: str) -> str:
         if not _EXTENSION.fullmatch(value):
             raise ValueError(f"invalid extension {value!r}: use 1 to 15 digits")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _check_password(cls, value: str) -> str:
+        if not value:
+            raise ValueError("password must not be empty")
+        if _CONTROL.search(value):
+            # Most often a YAML block scalar (`password: |`), which keeps a trailing newline.
+            raise ValueError("password must not contain control characters or line breaks")
         return value
 
     @field_validator("name")

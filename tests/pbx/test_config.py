@@ -41,7 +41,7 @@ def test_example_config_loads() -> None:
     config = load_config(EXAMPLE)
     assert [str(a) for a in config.sip.listen] == ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
     assert config.sip.domain == "pbx.local"
-    assert config.sip.digest_realm == "pbx.local"
+    assert config.sip.realm == "pbx.local"
     assert config.sip.t1 == 0.5
     assert config.sip.nonce_ttl == 300.0
     assert config.media.rtp_ports == (10000, 20000)
@@ -200,7 +200,7 @@ users:
     assert problems(path) == [
         "pbx.yaml:5:5: users[0].id: invalid id 'Bob!': use 1 to 64 of a-z, 0-9, '.', '_' and '-'",
         "pbx.yaml:6:5: users[0].extension: invalid extension '10a': use 1 to 15 digits",
-        "pbx.yaml:7:5: users[0].password: String should have at least 1 character",
+        "pbx.yaml:7:5: users[0].password: password must not be empty",
         "pbx.yaml:8:5: users[0].role: must be 'agent', 'supervisor' or 'admin', got 'boss'",
         "pbx.yaml:9:5: users[0].caller_id: invalid caller_id 'call-me': "
         "use digits with an optional leading +",
@@ -238,7 +238,7 @@ def test_listen_forms_and_duplicates(tmp_path: Path) -> None:
     ]
     empty = "sip:\n  domain: x.test\n  listen: []\n"
     assert problems(write(tmp_path, "empty.yaml", empty)) == [
-        "empty.yaml:3:3: sip.listen: Tuple should have at least 1 item after validation, not 0"
+        "empty.yaml:3:3: sip.listen: give at least one address to listen on, e.g. udp:0.0.0.0:5060"
     ]
 
 
@@ -433,3 +433,30 @@ def test_merge_reload_keeps_restart_only_keys(tmp_path: Path) -> None:
     assert applied.sip.ring_timeout == 20.0
     assert applied.user_by_id("alice") is not None
     assert merge_reload(running, running) == (running, ())
+
+
+def test_text_fields_reject_line_breaks(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "pbx.yaml",
+        MINIMAL
+        + """\
+  user_agent: "PBX\\r\\nX-Evil: 1"
+  realm: corp
+users:
+  - id: alice
+    extension: "101"
+    password: |
+      secret
+""",
+    )
+    assert problems(path) == [
+        "pbx.yaml:4:3: sip.user_agent: user_agent must not contain control characters or "
+        "line breaks",
+        "pbx.yaml:9:5: users[0].password: password must not contain control characters or "
+        "line breaks",
+    ]
+    fixed = path.read_text().replace("\\r\\nX-Evil: 1", "").replace("|\n      ", "")
+    config = load_config(write(tmp_path, "fixed.yaml", fixed))
+    assert (config.sip.realm, config.sip.domain) == ("corp", "pbx.test")
+    assert config.users[0].password == "secret"
