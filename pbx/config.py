@@ -236,6 +236,11 @@ class SipSection(BaseModel):
             raise ValueError(f"t2 ({value:g}s) must not be shorter than t1 ({t1:g}s)")
         return value
 
+    @property
+    def digest_realm(self) -> str:
+        """The realm offered in digest challenges: ``realm``, which defaults to ``domain``."""
+        return self.realm or self.domain
+
 
 class MediaSection(BaseModel):
     """``media:`` — RTP port range, the address put in SDP, and the dead-media timeout."""
@@ -535,6 +540,23 @@ def _duplicates(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], st
                     )
                 else:
                     seen[value] = index
+        # Phones may name themselves by id or by extension, so an id that is another user's
+        # extension would make `102@domain` mean two people.
+        extensions = {
+            user.get("extension"): index
+            for index, user in enumerate(users)
+            if isinstance(user, Mapping) and isinstance(user.get("extension"), str)
+        }
+        for index, user in enumerate(users):
+            user_id = user.get("id") if isinstance(user, Mapping) else None
+            owner = extensions.get(user_id)
+            if isinstance(user_id, str) and owner is not None and owner != index:
+                problems.append(
+                    (
+                        ("users", index, "id"),
+                        f'id "{user_id}" is also the extension of users[{owner}]',
+                    )
+                )
     sip = data.get("sip")
     listen = sip.get("listen") if isinstance(sip, Mapping) else None
     if isinstance(listen, list | tuple):

@@ -41,7 +41,7 @@ def test_example_config_loads() -> None:
     config = load_config(EXAMPLE)
     assert [str(a) for a in config.sip.listen] == ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
     assert config.sip.domain == "pbx.local"
-    assert config.sip.realm == "pbx.local"
+    assert config.sip.realm == config.sip.digest_realm == "pbx.local"
     assert config.sip.t1 == 0.5
     assert config.sip.nonce_ttl == 300.0
     assert config.media.rtp_ports == (10000, 20000)
@@ -165,6 +165,23 @@ users:
     assert problems(path) == [
         'pbx.yaml:7:5: users[2].id: duplicate user id "alice" (also users[0])',
         'pbx.yaml:8:5: users[2].extension: duplicate extension "101" (also users[0])',
+    ]
+
+
+def test_id_that_is_another_users_extension(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "pbx.yaml",
+        MINIMAL
+        + """\
+users:
+  - {id: "102", extension: "101", password: a}
+  - {id: bob, extension: "102", password: b}
+  - {id: "103", extension: "103", password: c}
+""",
+    )
+    assert problems(path) == [
+        'pbx.yaml:5:6: users[0].id: id "102" is also the extension of users[1]'
     ]
 
 
