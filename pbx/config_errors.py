@@ -16,7 +16,15 @@ from dataclasses import dataclass
 
 from pydantic_core import ErrorDetails
 
-__all__ = ["ConfigError", "ConfigIssue", "describe_error", "format_key_path"]
+__all__ = [
+    "ConfigError",
+    "ConfigIssue",
+    "IssueLocator",
+    "KeyPath",
+    "Position",
+    "describe_error",
+    "format_key_path",
+]
 
 
 @dataclass(frozen=True, order=True)

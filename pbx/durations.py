@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["parse_duration"]
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)")
@@ -46,17 +46,3 @@ def parse_duration(value: object) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"duration must be a finite number of seconds >= 0, got {value!r}")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Render seconds the way the admin would write them (``0.5`` -> ``"500ms"``)."""
-    if seconds == 0:
-        return "0s"
-    for unit in ("h", "m", "s"):
-        size = _UNIT_SECONDS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    millis = seconds * 1000
-    if millis == int(millis):
-        return f"{int(millis)}ms"
-    return f"{seconds}s"
