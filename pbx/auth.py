@@ -32,9 +32,17 @@ class Authenticator:
         find_user: Callable[[str], User | None],
         secret: bytes | None = None,
     ) -> None:
-        self.realm = realm
         self._find_user = find_user
-        self._digest = DigestServer(realm, secret or secrets.token_bytes(32), nonce_ttl)
+        self._secret = secret or secrets.token_bytes(32)
+        self.realm = realm
+        self._digest = DigestServer(realm, self._secret, nonce_ttl)
+
+    def reconfigure(self, realm: str, nonce_ttl: float) -> None:
+        """Apply a reloaded realm or nonce lifetime (nonces already issued stay valid if the
+        realm is unchanged: the secret is kept)."""
+        if realm != self.realm or nonce_ttl != self._digest.nonce_ttl:
+            self.realm = realm
+            self._digest = DigestServer(realm, self._secret, nonce_ttl)
 
     def check(self, request: Request, now: float) -> User | Challenge:
         """The authenticated user, or the challenge to send."""

@@ -94,7 +94,7 @@ class Pbx:
         def find_user(name: str) -> object:
             return self.app.find_user(name)
 
-        self.auth = Authenticator(sip.digest_realm, sip.nonce_ttl, find_user)  # type: ignore[arg-type]
+        self.auth = Authenticator(sip.realm, sip.nonce_ttl, find_user)  # type: ignore[arg-type]
         registration = RegistrationService(registrar, self.auth, find_user, self.db.submit)  # type: ignore[arg-type]
         self.transport = SipTransport(
             self.layer, lambda ev: self.app.handle(ev),
@@ -139,10 +139,7 @@ class Pbx:
         applied, kept = merge_reload(self.config, new)
         for key in kept:
             logger.warning("reload: %s changed but needs a restart; keeping the old value", key)
-        if applied.sip.digest_realm != self.config.sip.digest_realm:
-            self.auth.realm = applied.sip.digest_realm
-            self.auth.__init__(applied.sip.digest_realm, applied.sip.nonce_ttl,  # type: ignore[misc]
-                               self.app.find_user)
+        self.auth.reconfigure(applied.sip.realm, applied.sip.nonce_ttl)
         self.config = applied
         self.app.apply_config(applied)
         logging.getLogger().setLevel(applied.logging.level.upper())
