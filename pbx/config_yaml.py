@@ -14,12 +14,13 @@ aliases, runaway alias expansion, and a top-level key defined in two files.
 from __future__ import annotations
 
 import types
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from pbx.config_errors import ConfigIssue, IssueLocator, KeyPath, Position, format_key_path
@@ -241,7 +242,10 @@ class Tree:
             self._issue(display, 0, 0, f"not UTF-8 text (byte {exc.start})")
             return
         try:
-            root = YAML(typ="rt").compose(text)
+            with warnings.catch_warnings():
+                # YAML 1.2 allows redefining an anchor; ruamel would print a warning to stderr.
+                warnings.simplefilter("ignore", ReusedAnchorWarning)
+                root = YAML(typ="rt").compose(text)
         except MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)

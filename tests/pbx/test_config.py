@@ -6,6 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from pbx.config import Config, ConfigError, ConfigIssue, User, load_config, merge_reload
@@ -477,3 +479,53 @@ users:
     config = load_config(write(tmp_path, "fixed.yaml", fixed))
     assert (config.sip.realm, config.sip.domain) == ("corp", "pbx.test")
     assert config.users[0].password == "secret"
+
+
+_YAML_BITS = st.sampled_from(
+    [
+        "sip:",
+        "  listen:",
+        '    - "udp:127.0.0.1:5070"',
+        "  domain: pbx.test",
+        "users:",
+        "  - id: a",
+        "    extension: 0101",
+        "    password: p",
+        "media: {rtp_ports: [1, 2]}",
+        "&a",
+        "*a",
+        "<<: *a",
+        "!!str",
+        "!tag",
+        "[",
+        "]",
+        "{",
+        "}",
+        ":",
+        "- ",
+        "'",
+        '"',
+        "\t",
+        "---",
+        "~",
+        "0x1F",
+        "1e3",
+        ".inf",
+        "\x00",
+        "é",
+    ]
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lines=st.lists(st.lists(_YAML_BITS, max_size=4).map(" ".join), max_size=12))
+def test_garbage_never_crashes(tmp_path: Path, lines: list[str]) -> None:
+    path = tmp_path / "fuzz.yaml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert exc.issues
+        assert all(str(issue).startswith(str(path)) for issue in exc.issues)
