@@ -360,7 +360,7 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
         lines.pop(0)
     if not lines:
         raise ParseError("empty message")
-    msg = _start_line(lines[0])
+    msg, version_error = _start_line(lines[0])
     items = msg.headers._items
     spelling = msg.headers._spelling
     append = items.append
@@ -392,6 +392,10 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
             else:
                 split.append((k, v))
         msg.headers._items[:] = split
+    if version_error is not None:
+        # RFC 3261 8.2.6 / RFC 4475 3.1.2.16 "badvers": answer 505, which needs the headers.
+        version_error.partial = msg
+        raise version_error
     _frame_body(msg, body, stream)
     if isinstance(msg, Request):
         _validate_request(msg)
@@ -400,7 +404,7 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
     return msg
 
 
-def _start_line(line: str) -> Request | Response:
+def _start_line(line: str) -> tuple[Request | Response, ParseError | None]:
     if line.startswith("SIP/"):
         version, _, rest = line.partition(" ")
         code_s, _, reason = rest.partition(" ")
@@ -408,7 +412,7 @@ def _start_line(line: str) -> Request | Response:
             raise ParseError(f"unsupported version {version!r}", 505)
         if len(code_s) != 3 or not code_s.isdigit() or not 100 <= int(code_s) <= 699:
             raise ParseError(f"bad status code {code_s[:20]!r}")
-        return Response(int(code_s), reason)
+        return Response(int(code_s), reason), None
     parts = line.split(" ")
     # RFC 3261 7.1: Method SP Request-URI SP SIP-Version, single spaces (RFC 4475 3.1.2.{4,5,6}).
     if len(parts) != 3 or not all(parts):
@@ -417,10 +421,8 @@ def _start_line(line: str) -> Request | Response:
     if not is_token(method):
         raise ParseError(f"bad method {method[:20]!r}")
     if version.upper() != "SIP/2.0":
-        # RFC 3261 8.2.6 / RFC 4475 3.1.2.16: answer 505, so build the request to answer it.
-        req = Request(method, uri)
-        raise ParseError(f"unsupported version {version!r}", 505, partial=req)
-    return Request(method, uri)
+        return Request(method, uri), ParseError(f"unsupported version {version!r}", 505)
+    return Request(method, uri), None
 
 
 def _frame_body(msg: Message, body: bytes, stream: bool) -> None:

@@ -1,0 +1,123 @@
+"""Run the real PBX (``python -m pbx run``) as a subprocess on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.peers.ports import LOOPBACK, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+USERS = {
+    "alice": ("101", "alice-secret-1", "Alice Sato"),
+    "bob": ("102", "bob-secret-2", "Bob Tanaka"),
+    "carol": ("103", "carol-secret-3", "Carol Ito"),
+}
+
+
+@dataclass
+class PbxProcess:
+    port: int
+    workdir: Path
+    config_path: Path
+    proc: subprocess.Popen[str]
+    database: Path
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def log_text(self) -> str:
+        return "\n".join(self.log)
+
+    def wait_log(self, needle: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(needle in line for line in self.log):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"PBX never logged {needle!r}; log:\n{self.log_text()[-4000:]}")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def config_text(port: int, workdir: Path, extra_sip: str = "", users: dict[str, tuple[str, str, str]] | None = None) -> str:
+    rtp = random.randrange(30000, 59000, 2)
+    users = users or USERS
+    user_yaml = "".join(
+        f"  - id: {uid}\n    extension: \"{ext}\"\n    password: {pw}\n    name: {name}\n"
+        for uid, (ext, pw, name) in users.items()
+    )
+    return textwrap.dedent(
+        f"""\
+        sip:
+          listen: ["udp:{LOOPBACK}:{port}", "tcp:{LOOPBACK}:{port}"]
+          domain: pbx.test
+          ring_timeout: 8s
+        """
+    ) + extra_sip + textwrap.dedent(
+        f"""\
+        media:
+          rtp_ports: [{rtp}, {rtp + 400}]
+          address: {LOOPBACK}
+        storage:
+          database: sqlite:///{workdir}/pbx.db
+          recordings: {workdir}/recordings
+        logging:
+          level: info
+        users:
+        """
+    ) + user_yaml
+
+
+@contextmanager
+def run_pbx(workdir: Path, extra_sip: str = "", port: int | None = None,
+            users: dict[str, tuple[str, str, str]] | None = None) -> Iterator[PbxProcess]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    cfg = workdir / "pbx.yaml"
+    cfg.write_text(config_text(port, workdir, extra_sip, users))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pbx", "run", "--config", str(cfg),
+         "--pidfile", str(workdir / "pbx.pid")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    pbx = PbxProcess(port, workdir, cfg, proc, workdir / "pbx.db")
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            pbx.log.append(line.rstrip("\n"))
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        pbx.wait_log("PBX ready", timeout=20)
+        yield pbx
+    finally:
+        pbx.stop()
