@@ -31,18 +31,22 @@ class Authenticator:
         nonce_ttl: float,
         find_user: Callable[[str], User | None],
         secret: bytes | None = None,
+        algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
     ) -> None:
         self._find_user = find_user
         self._secret = secret or secrets.token_bytes(32)
         self.realm = realm
-        self._digest = DigestServer(realm, self._secret, nonce_ttl)
+        self._algorithms = algorithms
+        self._digest = DigestServer(realm, self._secret, nonce_ttl, algorithms=algorithms)
 
-    def reconfigure(self, realm: str, nonce_ttl: float) -> None:
+    def reconfigure(self, realm: str, nonce_ttl: float, algorithms: tuple[str, ...]) -> None:
         """Apply a reloaded realm or nonce lifetime (nonces already issued stay valid if the
         realm is unchanged: the secret is kept)."""
-        if realm != self.realm or nonce_ttl != self._digest.nonce_ttl:
+        if (realm, nonce_ttl, algorithms) != (self.realm, self._digest.nonce_ttl,
+                                               self._algorithms):
             self.realm = realm
-            self._digest = DigestServer(realm, self._secret, nonce_ttl)
+            self._algorithms = algorithms
+            self._digest = DigestServer(realm, self._secret, nonce_ttl, algorithms=algorithms)
 
     def check(self, request: Request, now: float) -> User | Challenge:
         """The authenticated user, or the challenge to send."""

@@ -161,11 +161,24 @@ class SipSection(BaseModel):
     max_expires: int = Field(default=3600, ge=1)
     default_expires: int = Field(default=3600, ge=1)
     nonce_ttl: Duration = Field(default=300.0, gt=0)
+    auth_algorithms: tuple[Literal["SHA-256", "MD5"], ...] = Field(
+        default=("SHA-256", "MD5"), min_length=1
+    )
+    """Digest algorithms offered in every challenge, most preferred first (RFC 8760 2.4)."""
     ring_timeout: Duration = Field(default=60.0, gt=0)
     max_message_size: int = Field(default=65535, ge=1500, le=1_048_576)
     t1: Duration = Field(default=0.5, gt=0)
     t2: Duration = Field(default=4.0, gt=0)
     t4: Duration = Field(default=5.0, gt=0)
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _unique_algorithms(
+        cls, value: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("each algorithm may be listed once")
+        return value
 
     @model_validator(mode="before")
     @classmethod

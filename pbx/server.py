@@ -94,7 +94,8 @@ class Pbx:
         def find_user(name: str) -> object:
             return self.app.find_user(name)
 
-        self.auth = Authenticator(sip.realm, sip.nonce_ttl, find_user)  # type: ignore[arg-type]
+        self.auth = Authenticator(sip.realm, sip.nonce_ttl, find_user,  # type: ignore[arg-type]
+                                  algorithms=sip.auth_algorithms)
         registration = RegistrationService(registrar, self.auth, find_user, self.db.submit)  # type: ignore[arg-type]
         self.transport = SipTransport(
             self.layer, lambda ev: self.app.handle(ev),
@@ -139,7 +140,7 @@ class Pbx:
         applied, kept = merge_reload(self.config, new)
         for key in kept:
             logger.warning("reload: %s changed but needs a restart; keeping the old value", key)
-        self.auth.reconfigure(applied.sip.realm, applied.sip.nonce_ttl)
+        self.auth.reconfigure(applied.sip.realm, applied.sip.nonce_ttl, applied.sip.auth_algorithms)
         self.config = applied
         self.app.apply_config(applied)
         logging.getLogger().setLevel(applied.logging.level.upper())
