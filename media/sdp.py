@@ -24,18 +24,8 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
-    "DIRECTIONS",
-    "Attribute",
-    "Connection",
-    "MediaSection",
-    "Origin",
-    "RtcpAttribute",
-    "RtpMap",
-    "SdpError",
-    "SdpLine",
-    "SessionDescription",
-    "audio_endpoint",
-    "direction",
+    "DIRECTIONS", "Attribute", "Connection", "MediaSection", "Origin", "RtcpAttribute", "RtpMap",
+    "SdpError", "SdpLine", "SessionDescription", "audio_endpoint", "direction",
     "rewrite_for_anchor",
 ]
 
@@ -53,10 +43,6 @@ _UNSPECIFIED: Final = frozenset({"0.0.0.0", "::"})
 
 class SdpError(ValueError):
     """The SDP is malformed, or a rewrite was asked with bad arguments."""
-
-
-def _tokens(value: str) -> list[str]:
-    return value.split()
 
 
 def _parse_port(text: str) -> int | None:
@@ -96,7 +82,7 @@ class Origin:
     @classmethod
     def parse(cls, value: str) -> Origin:
         """Parse the value of an ``o=`` line."""
-        parts = _tokens(value)
+        parts = value.split()
         if len(parts) != 6 or not all(p.isdigit() and p.isascii() for p in parts[1:3]):
             raise SdpError(
                 "bad o= line: expected '<username> <sess-id> <sess-version> "
@@ -122,7 +108,7 @@ class Connection:
     @classmethod
     def parse(cls, value: str) -> Connection:
         """Parse the value of a ``c=`` line."""
-        parts = _tokens(value)
+        parts = value.split()
         if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
             raise SdpError(f"bad c= line: expected 'IN IP4|IP6 <address>', got {value!r}")
         return cls(parts[0], parts[1], parts[2])
@@ -175,7 +161,7 @@ class RtpMap:
     @classmethod
     def parse(cls, value: str) -> RtpMap:
         """Parse the value of an ``a=rtpmap:`` attribute (the part after the colon)."""
-        parts = _tokens(value)
+        parts = value.split()
         error = SdpError(f"bad a=rtpmap: expected '<pt> <encoding>/<clock>[/<channels>]', "
                          f"got {value!r}")
         if len(parts) != 2 or not parts[0].isdigit() or not parts[0].isascii():
@@ -204,7 +190,7 @@ class RtcpAttribute:
     @classmethod
     def parse(cls, value: str) -> RtcpAttribute:
         """Parse the value of an ``a=rtcp:`` attribute (the part after the colon)."""
-        parts = _tokens(value)
+        parts = value.split()
         port = _parse_port(parts[0]) if parts else None
         if port is None or len(parts) not in (1, 4):
             raise SdpError(f"bad a=rtcp: expected '<port> [IN IP4|IP6 <address>]', got {value!r}")
@@ -233,7 +219,7 @@ class MediaSection:
     lines: tuple[SdpLine, ...]
 
     def _m_fields(self) -> list[str]:
-        return _tokens(self.lines[0].value)
+        return self.lines[0].value.split()
 
     @property
     def media(self) -> str:
@@ -437,7 +423,7 @@ def _check_line(kind: str, value: str, *, in_media: bool) -> None:
     elif kind == "c":
         Connection.parse(value)
     elif kind == "m":
-        fields = _tokens(value)
+        fields = value.split()
         port, _, count = fields[1].partition("/") if len(fields) > 1 else ("", "", "")
         if (
             len(fields) < 3
@@ -508,7 +494,7 @@ def _is_ice(attribute: Attribute) -> bool:
 
 
 def _rewrite_m_line(value: str, port: int) -> str:
-    fields = _tokens(value)
+    fields = value.split()
     # A port count (m=audio 49170/2) describes layered multicast; the relay has one port pair.
     return " ".join([fields[0], str(port), *fields[2:]])
 
