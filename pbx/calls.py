@@ -22,7 +22,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from media.relay import Leg, NoPortsError
-from media.sdp import SdpError, SessionDescription, audio_endpoint, rewrite_for_anchor
+from media.sdp import (
+    SdpError,
+    SessionDescription,
+    audio_endpoint,
+    direction,
+    rewrite_for_anchor,
+)
 from sip.dialog import Dialog, new_call_id, new_tag
 from sip.message import CSeq, Headers, Request, Response
 from sip.registrar import Binding
@@ -97,6 +103,9 @@ class Call:
     sdp_session: int = 0
     reinvite_pending: bool = False
     answered_at: datetime | None = None
+    answered_mono: float = 0.0
+    held: bool = False
+    """The last offer in the call put one side on hold (RTP may stop: no media timeout)."""
 
     def dialog(self, side: Side) -> Dialog | None:
         return self.a_dialog if side == "a" else self.b_dialog
@@ -337,6 +346,7 @@ class CallController:
         self._dialogs[(a_dialog.call_id, a_dialog.local_tag)] = (call, "a")
         app.layer.send_response(call.a_key, out, app.now())
         call.answered_at = _utcnow()
+        call.answered_mono = app.now()
         app.records.emit(CallAnswered(call.id, call.answered_at, call.callee.id))
 
     def _relay_answer(self, call: Call, from_side: Side, body: bytes) -> bytes:
@@ -452,6 +462,8 @@ class CallController:
             return
         body = req.body
         if body and req.content_type == "application/sdp":
+            if req.method in ("INVITE", "UPDATE"):
+                call.held = _is_hold(body)
             body = self._relay_answer(call, side, body) or body
         fwd = od.create_request(req.method, app.contact(op), body=body)
         for name in ("Content-Type", "Event", "Subscription-State", "Info-Package"):
@@ -536,6 +548,22 @@ class CallController:
         if call.state == "ringing" and all(f.done for f in call.forks.values()):
             self._fail_a(call, 480, "callee did not respond", "no_answer")
 
+    def check_media(self, now: float, timeout: float) -> None:
+        """Hang up answered calls whose RTP stopped both ways for ``timeout`` seconds (a phone
+        that lost power or network never sends its BYE). Calls on hold are exempt."""
+        if timeout <= 0:
+            return
+        for call in list(self.calls.values()):
+            if call.state != "answered" or call.held or call.relay is None:
+                continue
+            last = max(
+                call.relay.last_rx(Leg.A) or call.answered_mono,
+                call.relay.last_rx(Leg.B) or call.answered_mono,
+            )
+            if now - last >= timeout:
+                logger.info("call %s: no RTP for %.0f s, hanging up", call.id, now - last)
+                self.hangup(call, "no media")
+
     def hangup(self, call: Call, cause: str) -> None:
         """End a call from the PBX side (shutdown, media timeout, missing ACK)."""
         if call.state == "answered":
@@ -578,6 +606,13 @@ class CallController:
         asyncio.get_running_loop().call_later(
             64 * self.app.t1 + 1.0, lambda: self._acks.pop(k, None) if self._acks.get(k) == (ack, peer) else None
         )
+
+
+def _is_hold(body: bytes) -> bool:
+    try:
+        return direction(SessionDescription.parse(body)) != "sendrecv"
+    except SdpError:
+        return False
 
 
 def _best_failure(codes: list[int]) -> int:

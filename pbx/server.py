@@ -117,11 +117,15 @@ class Pbx:
         self._housekeeping = asyncio.get_running_loop().create_task(self._tick())
 
     async def _tick(self) -> None:
-        """Once a second: expire registrations (the registrar is pure, this is its clock)."""
+        """Once a second: expire registrations (the registrar is pure, this is its clock) and
+        end calls whose media stopped."""
         while True:
             await asyncio.sleep(1.0)
             try:
                 self.app.registration.expire(time.time())
+                self.app.calls.check_media(asyncio.get_running_loop().time(),
+                                           self.config.media.rtp_timeout)
+                self.transport.flush()
             except Exception:
                 logger.exception("housekeeping failed")
 
