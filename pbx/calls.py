@@ -568,7 +568,7 @@ class CallController:
         """End a call from the PBX side (shutdown, media timeout, missing ACK)."""
         if call.state == "answered":
             for side in ("a", "b"):
-                d, p = call.dialog(side), call.peer(side)  # type: ignore[arg-type]
+                d, p = call.dialog(side), call.peer(side)
                 if d is not None and p is not None:
                     self._send_bye(d, p)
             self._end(call, "answered", cause, "system", None)
@@ -602,10 +602,14 @@ class CallController:
         # Kept as long as the far side may retransmit its 2xx (Timer M, 64*T1, RFC 6026),
         # so a lost ACK is re-sent; then forgotten.
         k = (dialog.call_id, dialog.remote_tag)
-        self._acks[k] = (ack, peer)
-        asyncio.get_running_loop().call_later(
-            64 * self.app.t1 + 1.0, lambda: self._acks.pop(k, None) if self._acks.get(k) == (ack, peer) else None
-        )
+        entry = (ack, peer)
+        self._acks[k] = entry
+
+        def forget() -> None:
+            if self._acks.get(k) is entry:
+                del self._acks[k]
+
+        asyncio.get_running_loop().call_later(64 * self.app.t1 + 1.0, forget)
 
 
 def _is_hold(body: bytes) -> bool:

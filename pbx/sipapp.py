@@ -165,9 +165,13 @@ class SipApp:
             self.calls.on_ack(ev.request)
         elif isinstance(ev, (TransactionTimeout, TransportError)):
             self.calls.on_failure(ev.key)
-        elif isinstance(ev, StrayResponse):
-            if ev.response.status // 100 == 2 and ev.response.cseq.method == "INVITE":
-                self.calls.on_response(ev.response, "")
+        elif (
+            isinstance(ev, StrayResponse)
+            and ev.response.status // 100 == 2
+            and ev.response.cseq.method == "INVITE"
+        ):
+            # A 2xx after the client transaction is gone: our ACK was lost (RFC 6026 7.2).
+            self.calls.on_response(ev.response, "")
 
     def on_request(self, req: Request, peer: Peer, key: str) -> None:
         method = req.method
