@@ -66,7 +66,10 @@ class PbxProcess:
         return self.proc.returncode
 
 
-def config_text(port: int, workdir: Path, extra_sip: str = "", users: dict[str, tuple[str, str, str]] | None = None) -> str:
+def config_text(
+    port: int, workdir: Path, extra_sip: str = "",
+    users: dict[str, tuple[str, str, str]] | None = None,
+) -> str:
     rtp = random.randrange(30000, 59000, 2)
     users = users or USERS
     user_yaml = "".join(
