@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from typing import Final
 
 from .errors import ParseError
-from .headers import CANONICAL, LIST_HEADERS, SINGLE_HEADERS, canonical, is_token, split_list
+from .headers import (
+    CANONICAL,
+    LIST_HEADERS,
+    SINGLE_HEADERS,
+    canonical,
+    header_key,
+    is_token,
+    split_list,
+)
 from .uri import Address, SipUri
 from .via import Via
 
@@ -51,6 +59,11 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+def _key(name: str) -> str:
+    """Lookup key of a header name given by code (cached after the first use)."""
+    return header_key(name) or canonical(name).lower()
+
+
 class Headers:
     """Ordered, case-insensitive header fields; one entry per value of a list header."""
 
@@ -67,38 +80,38 @@ class Headers:
         return CANONICAL.get(key) or self._spelling.get(key, key)
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        key = canonical(name).lower()
+        key = _key(name)
         for k, v in self._items:
             if k == key:
                 return v
         return default
 
     def get_all(self, name: str) -> list[str]:
-        key = canonical(name).lower()
+        key = _key(name)
         return [v for k, v in self._items if k == key]
 
     def count(self, name: str) -> int:
-        key = canonical(name).lower()
+        key = _key(name)
         return sum(1 for k, _ in self._items if k == key)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
 
     def add(self, name: str, value: str) -> None:
-        key = canonical(name).lower()
+        key = _key(name)
         if key not in CANONICAL:
             self._spelling.setdefault(key, name)
         self._items.append((key, value))
 
     def add_first(self, name: str, value: str) -> None:
-        key = canonical(name).lower()
+        key = _key(name)
         if key not in CANONICAL:
             self._spelling.setdefault(key, name)
         self._items.insert(0, (key, value))
 
     def set(self, name: str, value: str) -> None:
         """Replace all values of ``name`` with one value (at the first one's position)."""
-        key = canonical(name).lower()
+        key = _key(name)
         for i, (k, _) in enumerate(self._items):
             if k == key:
                 self._items[i] = (key, value)
@@ -107,11 +120,11 @@ class Headers:
         self._items.append((key, value))
 
     def remove(self, name: str) -> None:
-        key = canonical(name).lower()
+        key = _key(name)
         self._items = [(k, v) for k, v in self._items if k != key]
 
     def replace_first(self, name: str, value: str) -> None:
-        key = canonical(name).lower()
+        key = _key(name)
         for i, (k, _) in enumerate(self._items):
             if k == key:
                 self._items[i] = (key, value)
@@ -119,7 +132,7 @@ class Headers:
         raise KeyError(name)
 
     def remove_first(self, name: str) -> None:
-        key = canonical(name).lower()
+        key = _key(name)
         for i, (k, _) in enumerate(self._items):
             if k == key:
                 del self._items[i]
@@ -376,10 +389,12 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
             items[-1] = (k, f"{v} {line.strip()}" if v else line.strip())
             continue
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not is_token(name):
-            raise ParseError(f"malformed header line {line[:40]!r}", partial=msg)
-        key = canonical(name).lower()
+        key = header_key(name) if colon else None
+        if key is None:
+            name = name.rstrip(" \t")
+            key = header_key(name) if colon else None
+            if key is None:
+                raise ParseError(f"malformed header line {line[:40]!r}", partial=msg)
         if key not in CANONICAL:
             spelling.setdefault(key, name)
         append((key, value.strip(" \t")))
@@ -442,16 +457,18 @@ def _frame_body(msg: Message, body: bytes, stream: bool) -> None:
     msg.body = body[:n]
 
 
+_REQUIRED: Final = ("call-id", "cseq", "from", "to", "via")
+
+
 def _validate_common(msg: Message) -> None:
-    items = msg.headers._items
     seen: set[str] = set()
-    for k, _ in items:
-        if k in SINGLE_HEADERS:
-            if k in seen:
-                raise ParseError(f"more than one {canonical(k)} header", partial=msg)
-            seen.add(k)
-    for required in ("call-id", "cseq", "from", "to", "via"):
-        if required not in seen and not any(k == required for k, _ in items):
+    add = seen.add
+    for k, _ in msg.headers._items:
+        if k in SINGLE_HEADERS and k in seen:
+            raise ParseError(f"more than one {canonical(k)} header", partial=msg)
+        add(k)
+    for required in _REQUIRED:
+        if required not in seen:
             raise ParseError(f"missing {canonical(required)} header", partial=msg)
     if not msg.call_id:
         raise ParseError("empty Call-ID", partial=msg)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from .headers import TOKEN_CHARS, format_params, parse_params, quote, unquote
+from .headers import format_params, is_token, parse_params, quote, unquote
 
-_HOST_CHARS: Final[frozenset[str]] = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-."
-)
+# Character classes as compiled regexes: one C-level scan per field instead of a Python loop.
+_host_ok: Final = re.compile(r"[A-Za-z0-9\-.]+").fullmatch
 # RFC 3261 25.1: unreserved / escaped / user-unreserved, plus ":" for the password part.
-_USER_CHARS: Final[frozenset[str]] = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()%&=+$,;?/:"
-)
-_OTHER_URI_CHARS: Final[frozenset[str]] = _USER_CHARS | frozenset("@[]#")
+_user_ok: Final = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:]+").fullmatch
+_other_uri_ok: Final = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:@\[\]#]+").fullmatch
+_ipv6_ok: Final = re.compile(r"[0-9A-Fa-f:.]+").fullmatch
+_scheme_ok: Final = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*").fullmatch
 
 
 @dataclass(slots=True)
@@ -82,11 +82,11 @@ class SipUri:
         scheme, colon, rest = text.partition(":")
         if not colon or not scheme or not rest:
             raise ValueError(f"not an absolute URI: {text!r}")
-        if not (scheme[0].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)):
+        if _scheme_ok(scheme) is None:
             raise ValueError(f"bad URI scheme in {text!r}")
         scheme = scheme.lower()
         if scheme not in ("sip", "sips"):
-            if not all(c in _OTHER_URI_CHARS for c in rest):
+            if _other_uri_ok(rest) is None:
                 raise ValueError(f"bad character in URI {text!r}")
             return cls(scheme=scheme, opaque=rest)
         user = password = None
@@ -95,7 +95,7 @@ class SipUri:
         at = rest.rfind("@")
         if at >= 0:
             userinfo, rest = rest[:at], rest[at + 1 :]
-            if not userinfo or not all(c in _USER_CHARS for c in userinfo):
+            if _user_ok(userinfo) is None:
                 raise ValueError(f"bad user part in {text!r}")
             user, pcolon, pw = userinfo.partition(":")
             if pcolon:
@@ -104,7 +104,7 @@ class SipUri:
         q = rest.find("?")
         if q >= 0:
             rest, headers = rest[:q], rest[q + 1 :]
-            if not headers or not all(c in _USER_CHARS for c in headers):
+            if _user_ok(headers) is None:
                 raise ValueError(f"bad URI headers in {text!r}")
         hostport, semi, ptext = rest.partition(";")
         params = parse_params(ptext, "URI") if semi else {}
@@ -120,7 +120,7 @@ def _parse_hostport(hostport: str, text: str) -> tuple[str, int | None]:
             raise ValueError(f"bad IPv6 reference in {text!r}")
         host = hostport[: end + 1]
         tail = hostport[end + 1 :]
-        if not all(c in "0123456789abcdefABCDEF:." for c in host[1:-1]) or not host[1:-1]:
+        if _ipv6_ok(host[1:-1]) is None:
             raise ValueError(f"bad IPv6 address in {text!r}")
         if tail:
             if tail[0] != ":":
@@ -130,7 +130,7 @@ def _parse_hostport(hostport: str, text: str) -> tuple[str, int | None]:
         host, colon, ptext = hostport.partition(":")
         if colon:
             port = _parse_port(ptext, text)
-        if not host or not all(c in _HOST_CHARS for c in host):
+        if _host_ok(host) is None:
             raise ValueError(f"bad host in {text!r}")
     return host, port
 
@@ -181,7 +181,7 @@ class Address:
                 else:
                     # RFC 3261 25.1: display-name = *(token LWS) / quoted-string
                     words = disp.split()
-                    if not all(w and all(c in TOKEN_CHARS for c in w) for w in words):
+                    if not all(is_token(w) for w in words):
                         raise ValueError(f"display name must be quoted in {text!r}")
                     display = " ".join(words)
             gt = text.find(">", lt)
