@@ -160,6 +160,11 @@ class CallController:
             # Offerless INVITEs (RFC 3261 13.2.1 delayed offer) are not bridged yet.
             app.respond(key, req, 488, "Audio offer required", to_tag=new_tag())
             return
+        if not callee.call_waiting and self._on_a_call(callee.id):
+            self._record_attempt(call_id, req, caller, callee, started, 486, "busy",
+                                 "callee on another call")
+            app.respond(key, req, 486, to_tag=new_tag())
+            return
         bindings = app.lookup(callee.id)
         if not bindings:
             self._record_attempt(call_id, req, caller, callee, started, 480, "unavailable",
@@ -184,6 +189,12 @@ class CallController:
         )
         app.respond(key, req, 100)
         asyncio.get_running_loop().create_task(self._start(call, bindings))
+
+    def _on_a_call(self, user_id: str) -> bool:
+        return any(
+            c.state != "ended" and user_id in (c.caller.id, c.callee.id)
+            for c in self.calls.values()
+        )
 
     def _record_attempt(
         self, call_id: str, req: Request, caller: User, callee: User | None,

@@ -386,6 +386,8 @@ class User(BaseModel):
     role: Literal["agent", "supervisor", "admin"] = "agent"
     caller_id: str | None = None
     max_contacts: int = Field(default=5, ge=1, le=100)
+    call_waiting: bool = True
+    """Ring the user's phones even while they are on a call; False answers 486 Busy Here."""
 
     @model_validator(mode="before")
     @classmethod

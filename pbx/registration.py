@@ -78,6 +78,7 @@ class RegistrationService:
             peer_to_source(peer),
             now,
             user_agent=(req.headers.get("User-Agent") or "")[:255],
+            max_contacts=user.max_contacts,
         )
         resp = req.response(result.status, result.reason)
         if result.status == 423 and result.min_expires is not None:

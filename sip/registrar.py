@@ -236,6 +236,7 @@ class Registrar:
         now: float,
         user_agent: str = "",
         path: str = "",
+        max_contacts: int | None = None,
     ) -> RegisterResult:
         """Apply a REGISTER for ``aor`` (RFC 3261 section 10.3 steps 6-8).
 
@@ -304,8 +305,9 @@ class Registrar:
                         updated_at=now,
                     )
                 )
-        if len(working) > self.max_contacts:
-            working = working[-self.max_contacts :]
+        limit = max_contacts if max_contacts is not None else self.max_contacts
+        if len(working) > limit:
+            working = working[-limit:]
 
         kept = {id(b) for b in working}
         changed = [b for b in working if id(b) not in original]

@@ -115,3 +115,32 @@ async def test_caller_cancels_while_ringing(pbx: PbxProcess) -> None:
     rec = _calls(pbx.database, before + 1)[-1]
     assert rec["disposition"] == "cancelled" and rec["hangup_by"] == "caller"
     assert rec["sip_code"] == 487
+
+
+@pytest.mark.asyncio
+async def test_user_without_call_waiting_is_busy_while_on_a_call(tmp_path: Path) -> None:
+    import asyncio
+    import signal
+
+    with run_pbx(tmp_path, SIPP_AUTH) as pbx:
+        text = pbx.config_path.read_text().replace(
+            "    name: Bob Tanaka\n", "    name: Bob Tanaka\n    call_waiting: false\n")
+        pbx.config_path.write_text(text)
+        pbx.signal(signal.SIGHUP)
+        pbx.wait_log("config reloaded")
+        async with callee(pbx, "bob") as phone:
+            first = asyncio.create_task(run_sipp(SippRun(
+                "uac_call_auth.xml", pbx.address, users=[_cred("alice")], service="102",
+                keys={"domain": pbx.address}, duration_ms=3000, timeout=15)))
+            await asyncio.sleep(1.5)
+            second = await run_sipp(SippRun("uac_busy.xml", pbx.address, users=[_cred("carol")],
+                                            service="102", keys={"domain": pbx.address}))
+            assert second.ok, second.describe()
+            res = await first
+            assert res.ok, res.describe()
+            got = await phone.wait(10)  # type: ignore[attr-defined]
+            # Bob's phone saw exactly one call: the busy one never rang it.
+            assert got.ok and got.successful == 1, got.describe()
+        recs = _calls(pbx.database, 2)
+        busy = next(r for r in recs if r["caller_user"] == "carol")
+        assert busy["disposition"] == "busy" and busy["hangup_cause"] == "callee on another call"
