@@ -18,6 +18,9 @@ A pair missing from the table is an input the state machine does not accept:
   naming the kind, the state and the input, and the state does not change;
 * from the network it is absorbed (a late provisional in Completed, a stray ACK), which is what
   RFC 3261 17 asks of messages that do not fit: they are never an error of the local side.
+
+The end of the file holds what each transaction keeps (its state, its timer slots, what it
+resends) and the server matching key of RFC 3261 17.2.3.
 """
 
 from __future__ import annotations
