@@ -17,10 +17,8 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-import pytest_asyncio  # noqa: E402
-
 from tests.peers import ports  # noqa: E402
-from tests.peers.loops import LOOP_FACTORIES  # noqa: E402
+from tests.peers.loops import LOOP_FACTORIES, LOOP_FACTORIES_SUPPORTED  # noqa: E402
 
 
 @pytest.fixture
@@ -44,12 +42,7 @@ def sipp() -> str:
     return path
 
 
-def _asyncio_version() -> tuple[int, ...]:
-    version = getattr(pytest_asyncio, "__version__", "0")
-    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-
-
-if _asyncio_version() >= (1, 4):
+if LOOP_FACTORIES_SUPPORTED:
 
     def pytest_asyncio_loop_factories(
         config: pytest.Config, item: pytest.Item

@@ -8,4 +8,5 @@
 * :mod:`tests.peers.audio` - sine generation, RMS and dominant frequency.
 * :mod:`tests.peers.ports` - free loopback ports.
 * :mod:`tests.peers.loops` - running async tests on asyncio and uvloop.
+* :mod:`tests.peers.eventsink` - the JSON-line event stream of the peer processes.
 """

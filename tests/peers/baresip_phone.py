@@ -16,7 +16,7 @@ with an optional ``"id"`` echoed in the acknowledgement:
 Events go to stdout, one JSON object per line, ``{"event": NAME, "t": SECONDS, ...}``:
 ``ready {sip_port, pid}``, ``ok {cmd, id}``, ``error {message, cmd?, id?}``,
 ``registered {user}``, ``register_failed {code, reason}``, ``unregistered``,
-``incoming {from, display, to, call_id}``, ``ringing``, ``progress``,
+``incoming {from, display, to, call_id, headers}``, ``ringing``, ``progress``,
 ``established``, ``closed {reason}``, ``dtmf {digit, duration_ms}``,
 ``remote_hold``, ``remote_resume``, and every 0.5 s during a call
 ``audio {freq, rms, samples}`` describing the audio RECEIVED in that half
@@ -36,7 +36,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 if __package__ in (None, ""):  # run by path: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -44,6 +44,7 @@ if __package__ in (None, ""):  # run by path: make the repository importable
 import numpy as np
 
 from tests.peers.audio import ToneGenerator, dominant_frequency, pcm_to_samples, rms
+from tests.peers.eventsink import EventSink, isolate_stdout
 from tests.peers.ports import LOOPBACK, free_port
 
 log = logging.getLogger("phone")
@@ -64,25 +65,6 @@ def _display_name(header: str | None) -> str:
     if match is None:
         return ""
     return (match.group(1) or match.group(2) or "").strip()
-
-
-class EventSink:
-    """Writes events as JSON lines to a private copy of the original stdout."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        """Wrap ``stream``, which receives nothing but events."""
-        self._stream = stream
-        self._t0 = time.monotonic()
-
-    def emit(self, event: str, **fields: Any) -> None:
-        """Write one event line and flush it."""
-        record = {"event": event, "t": round(time.monotonic() - self._t0, 3), **fields}
-        try:
-            self._stream.write(json.dumps(record) + "\n")
-            self._stream.flush()
-        except (BrokenPipeError, ValueError):
-            # The driver went away; the lifetime bound ends the process.
-            pass
 
 
 class Phone:
@@ -496,12 +478,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: isolate the event stream, then run the phone."""
     args = parse_args(argv)
-    # Events get a private duplicate of stdout; fd 1 itself is pointed at
-    # stderr so that nothing the native stack prints can corrupt the stream.
-    events_fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    sink = EventSink(os.fdopen(events_fd, "w", buffering=1, encoding="utf-8"))
+    sink = isolate_stdout()
     logging.basicConfig(
         level=logging.DEBUG if args.sip_trace else logging.WARNING,
         stream=sys.stderr,

@@ -22,8 +22,25 @@ LOOP_FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 }
 """Loop factory by name; the first one is the default for every async test."""
 
-on_all_loops = pytest.mark.asyncio(loop_factories=list(LOOP_FACTORIES))
-"""Marker: run this async test once per loop in :data:`LOOP_FACTORIES`."""
+
+def _loop_factories_supported() -> bool:
+    # The hook and the marker's loop_factories argument arrived in 1.4.
+    import pytest_asyncio
+
+    parts = str(getattr(pytest_asyncio, "__version__", "0")).split(".")[:2]
+    return tuple(int(p) for p in parts if p.isdigit()) >= (1, 4)
+
+
+LOOP_FACTORIES_SUPPORTED = _loop_factories_supported()
+"""Whether the installed pytest-asyncio can run a test on several loops."""
+
+on_all_loops = (
+    pytest.mark.asyncio(loop_factories=list(LOOP_FACTORIES))
+    if LOOP_FACTORIES_SUPPORTED
+    else pytest.mark.asyncio
+)
+"""Marker: run this async test once per loop in :data:`LOOP_FACTORIES`
+(on the default loop only with pytest-asyncio older than 1.4)."""
 
 
 def running_loop_name() -> str:

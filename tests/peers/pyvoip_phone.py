@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 if __package__ in (None, ""):  # run by path: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run by path: make the repository importable
 import numpy as np
 
 from tests.peers.audio import ToneGenerator, dominant_frequency, rms
+from tests.peers.eventsink import EventSink, isolate_stdout
 from tests.peers.phone_driver import Event, PeerProcess
 from tests.peers.ports import LOOPBACK, free_port, free_port_block
 
@@ -47,23 +48,10 @@ _REPORT_INTERVAL = 0.5
 _RTP_PORTS = 10  # pyVoIP picks one RTP port per call at random in its range
 
 
-class _Sink:
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-        self._t0 = time.monotonic()
-
-    def emit(self, event: str, **fields: Any) -> None:
-        record = {"event": event, "t": round(time.monotonic() - self._t0, 3), **fields}
-        with self._lock, contextlib.suppress(BrokenPipeError, ValueError):
-            self._stream.write(json.dumps(record) + "\n")
-            self._stream.flush()
-
-
 class PyVoipScript:
     """The phone process: pyVoIP in worker threads, commands on the main thread."""
 
-    def __init__(self, args: argparse.Namespace, sink: _Sink) -> None:
+    def __init__(self, args: argparse.Namespace, sink: EventSink) -> None:
         """Create (but do not start) the pyVoIP phone."""
         from pyVoIP.VoIP import VoIPPhone
 
@@ -228,10 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--register-timeout", type=float, default=3.0)
     args = parser.parse_args(argv)
 
-    events_fd = os.dup(1)
-    os.dup2(2, 1)  # pyVoIP prints debug output; keep it out of the event stream
-    sys.stdout = sys.stderr
-    sink = _Sink(os.fdopen(events_fd, "w", buffering=1, encoding="utf-8"))
+    # pyVoIP prints debug output; keep it out of the event stream.
+    sink = isolate_stdout()
 
     def expire() -> None:
         sink.emit("error", message=f"max lifetime of {args.max_lifetime:g}s reached; exiting")
