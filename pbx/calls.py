@@ -149,7 +149,7 @@ class CallController:
         if req.body and req.content_type != "application/sdp":
             resp = app.make_response(req, 415, to_tag=new_tag())
             resp.headers.add("Accept", "application/sdp")
-            app.layer.send_response(key, resp, app.now())
+            app.send_response(key, resp, app.now())
             return
         try:
             offer = SessionDescription.parse(req.body) if req.body else None
@@ -301,7 +301,7 @@ class CallController:
                 out.headers.add("Content-Type", "application/sdp")
                 out.body = body
             out.headers.add("Contact", str(app.contact(call.a_peer)))
-            app.layer.send_response(call.a_key, out, app.now())
+            app.send_response(call.a_key, out, app.now())
             return
         if code < 300:
             self._on_fork_answer(call, fork, resp)
@@ -355,7 +355,7 @@ class CallController:
         a_dialog = Dialog.as_uas(call.a_invite, call.a_tag)
         call.a_dialog = a_dialog
         self._dialogs[(a_dialog.call_id, a_dialog.local_tag)] = (call, "a")
-        app.layer.send_response(call.a_key, out, app.now())
+        app.send_response(call.a_key, out, app.now())
         call.answered_at = _utcnow()
         call.answered_mono = app.now()
         app.records.emit(CallAnswered(call.id, call.answered_at, call.callee.id))
@@ -461,7 +461,7 @@ class CallController:
             return True
         resp = app.make_response(req, 405)
         resp.headers.add("Allow", ALLOW)
-        app.layer.send_response(key, resp, app.now())
+        app.send_response(key, resp, app.now())
         return True
 
     def _forward(self, call: Call, side: Side, key: str, req: Request) -> None:
@@ -516,7 +516,7 @@ class CallController:
             out.body = body
         if is_invite and resp.status < 300:
             out.headers.add("Contact", str(app.contact(call.peer(fw.origin) or call.a_peer)))
-        app.layer.send_response(fw.origin_key, out, app.now())
+        app.send_response(fw.origin_key, out, app.now())
 
     def on_ack(self, req: Request) -> None:
         """ACKs for our 2xx answers need no action: the far leg was ACKed when it answered."""

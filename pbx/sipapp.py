@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sip.dialog import new_tag
+from sip.errors import LocalSipError
 from sip.message import Request, Response
 from sip.registrar import Binding
 from sip.transaction import (
@@ -136,6 +137,14 @@ class SipApp:
         resp.headers.add("Server", self.user_agent)
         return resp
 
+    def send_response(self, key: str, resp: Response, now: float | None = None) -> None:
+        """Send through a server transaction; one that already ended (the phone gave up,
+        or a timer fired while a call was being set up) makes this a no-op."""
+        try:
+            self.layer.send_response(key, resp, self.now() if now is None else now)
+        except LocalSipError as e:
+            logger.debug("response %d not sent: %s", resp.status, e)
+
     def respond(
         self,
         key: str,
@@ -148,8 +157,7 @@ class SipApp:
         # RFC 3261 8.2.6.2: every response but 100 carries a To tag.
         if to_tag is None and status != 100 and req.to.tag is None:
             to_tag = new_tag()
-        self.layer.send_response(key, self.make_response(req, status, reason, to_tag=to_tag),
-                                 self.now())
+        self.send_response(key, self.make_response(req, status, reason, to_tag=to_tag))
 
     # -- the transaction user ----------------------------------------------------------------
     def handle(self, ev: TransactionEvent) -> None:
@@ -187,7 +195,7 @@ class SipApp:
         if required and method not in ("CANCEL",):
             resp = self.make_response(req, 420, to_tag=None if req.to.tag else new_tag())
             resp.headers.add("Unsupported", ", ".join(required))
-            self.layer.send_response(key, resp, self.now())
+            self.send_response(key, resp, self.now())
             return
         if method == "CANCEL":
             self.calls.on_cancel(req, key)
@@ -197,7 +205,7 @@ class SipApp:
                 self.respond(key, req, 481)
             return
         if method == "REGISTER":
-            self.layer.send_response(key, self._stamp(self.registration.handle(req, peer,
+            self.send_response(key, self._stamp(self.registration.handle(req, peer,
                                                                                 time.time())),
                                      self.now())
             return
@@ -210,7 +218,7 @@ class SipApp:
         status = 405 if method in _KNOWN_METHODS else 501
         resp = self.make_response(req, status, to_tag=new_tag())
         resp.headers.add("Allow", ALLOW)
-        self.layer.send_response(key, resp, self.now())
+        self.send_response(key, resp, self.now())
 
     def _stamp(self, resp: Response) -> Response:
         if resp.status != 100 and resp.to.tag is None:
@@ -225,7 +233,7 @@ class SipApp:
         resp.headers.add("Allow", ALLOW)
         resp.headers.add("Accept", "application/sdp")
         resp.headers.add("Supported", "outbound, path")
-        self.layer.send_response(key, resp, self.now())
+        self.send_response(key, resp, self.now())
 
     def _invite(self, req: Request, peer: Peer, key: str) -> None:
         # RFC 3261 21.4.7 / RFC 4475 "sdp01": we can only answer with SDP.
@@ -236,19 +244,19 @@ class SipApp:
         ):
             resp = self.make_response(req, 406, to_tag=new_tag())
             resp.headers.add("Accept", "application/sdp")
-            self.layer.send_response(key, resp, self.now())
+            self.send_response(key, resp, self.now())
             return
         if req.body and req.content_type != "application/sdp":
             # RFC 3261 21.4.13 / RFC 4475 "invut": 415 with the types we accept.
             resp = self.make_response(req, 415, to_tag=new_tag())
             resp.headers.add("Accept", "application/sdp")
-            self.layer.send_response(key, resp, self.now())
+            self.send_response(key, resp, self.now())
             return
         found = self.auth.check(req, time.time())
         if isinstance(found, Challenge):
             resp = self.make_response(req, 401, to_tag=new_tag())
             for value in found.headers:
                 resp.headers.add("WWW-Authenticate", value)
-            self.layer.send_response(key, resp, self.now())
+            self.send_response(key, resp, self.now())
             return
         self.calls.on_invite(req, peer, key, found)
