@@ -98,7 +98,8 @@ class Phone:
             net_interface=LOOPBACK,
             # Listening on one chosen port (UDP and TCP) is what lets a test
             # dial this phone directly, and keeps it off 5060.
-            extra_config_text=f"sip_listen {LOOPBACK}:{self.sip_port}\n",
+            # TLS is left out: it would also take the next port up.
+            extra_config_text=f"sip_listen {LOOPBACK}:{self.sip_port}\nsip_transports udp,tcp\n",
             max_concurrent_calls=self.args.max_calls,
             native_log_level=self.args.native_log_level,
             sip_trace=self.args.sip_trace,

@@ -76,9 +76,32 @@ class PeerProcess:
     @classmethod
     @contextlib.asynccontextmanager
     async def launch(
-        cls, name: str, args: list[str], *, start_timeout: float = 20.0
+        cls, name: str, args: list[str], *, start_timeout: float = 20.0, attempts: int = 1
     ) -> AsyncIterator[Self]:
-        """Spawn ``python -m <module> <args>``, wait for ``ready``, kill by PID on exit."""
+        """Spawn ``python -m <module> <args>``, wait for ``ready``, kill by PID on exit.
+
+        With ``attempts`` > 1, a process that could not bind its port (another
+        process took the free port first) is replaced by a fresh one.
+        """
+        for attempt in range(1, attempts + 1):
+            peer = await cls._spawn(name, args)
+            try:
+                ready = await peer.wait_for("ready", timeout=start_timeout)
+            except PhoneError:
+                await peer._shutdown()
+                lost_race = any("in use" in str(e.get("message", "")) for e in peer.events)
+                if lost_race and attempt < attempts:
+                    continue
+                raise
+            break
+        peer.sip_port = int(ready["sip_port"])
+        try:
+            yield peer
+        finally:
+            await peer._shutdown()
+
+    @classmethod
+    async def _spawn(cls, name: str, args: list[str]) -> Self:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
@@ -98,12 +121,7 @@ class PeerProcess:
             asyncio.create_task(peer._read_events()),
             asyncio.create_task(peer._read_stderr()),
         ]
-        try:
-            ready = await peer.wait_for("ready", timeout=start_timeout)
-            peer.sip_port = int(ready["sip_port"])
-            yield peer
-        finally:
-            await peer._shutdown()
+        return peer
 
     async def _shutdown(self) -> None:
         if self.proc.returncode is None and not self._eof:
@@ -336,7 +354,8 @@ class Phone(PeerProcess):
             args += ["--user", user]
         if sip_trace:
             args.append("--sip-trace")
-        async with cls.launch(name, args, start_timeout=start_timeout) as phone:
+        attempts = 3 if port == 0 else 1
+        async with cls.launch(name, args, start_timeout=start_timeout, attempts=attempts) as phone:
             phone.user = user or name
             yield phone
 

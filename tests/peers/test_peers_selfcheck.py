@@ -188,12 +188,17 @@ async def test_sipp_takes_the_first_algorithm_of_two_challenges(sipp: str) -> No
     ("scenario", "outcome"),
     [("uac_call_auth.xml", "answer"), ("uac_busy.xml", "busy"), ("uac_cancel.xml", "ring")],
 )
-async def test_sipp_caller_scenarios(sipp: str, scenario: str, outcome: str) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_sipp_caller_scenarios(
+    sipp: str, scenario: str, outcome: str, transport: Literal["udp", "tcp"]
+) -> None:
     keys = _sut_keys("alice", "s3cret", outcome=outcome)
-    async with await start_sipp(SippRun("sut_challenge.xml", keys=keys, timeout=15)) as sut:
+    async with await start_sipp(
+        SippRun("sut_challenge.xml", keys=keys, timeout=15, transport=transport)
+    ) as sut:
         caller = await run_sipp(
             SippRun(
-                scenario, f"127.0.0.1:{sut.local_port}", service="200",
+                scenario, f"127.0.0.1:{sut.local_port}", service="200", transport=transport,
                 users=[("alice", "s3cret")], keys={"domain": REALM},
                 duration_ms=300, timeout=15,
             )
@@ -252,12 +257,16 @@ async def test_phone_registers(sipp: str, transport: Literal["udp", "tcp"]) -> N
     ("scenario", "close_reason"),
     [("uas_answer.xml", None), ("uas_busy.xml", "486"), ("uas_ring_noanswer.xml", None)],
 )
-async def test_phone_calls_sipp_callees(sipp: str, scenario: str, close_reason: str | None) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_phone_calls_sipp_callees(
+    sipp: str, scenario: str, close_reason: str | None, transport: Literal["udp", "tcp"]
+) -> None:
+    suffix = "" if transport == "udp" else ";transport=tcp"
     async with (
-        await start_sipp(SippRun(scenario, timeout=15)) as callee,
+        await start_sipp(SippRun(scenario, timeout=15, transport=transport)) as callee,
         Phone.start(name="gina") as gina,
     ):
-        await gina.dial(f"sip:200@127.0.0.1:{callee.local_port}")
+        await gina.dial(f"sip:200@127.0.0.1:{callee.local_port}{suffix}")
         if scenario == "uas_answer.xml":
             await gina.wait_for("established")
             await gina.hangup()
