@@ -102,6 +102,9 @@ class Call:
     sdp_version: dict[Side, int] = field(default_factory=lambda: {"a": 0, "b": 0})
     sdp_session: int = 0
     reinvite_pending: bool = False
+    max_forwards: int = 70
+    """Max-Forwards for requests we send on the B legs: the caller's value minus one, so that
+    two PBXs routing calls to each other cannot loop forever (RFC 7332 3)."""
     answered_at: datetime | None = None
     answered_mono: float = 0.0
     held: bool = False
@@ -176,6 +179,7 @@ class CallController:
             a_tag=new_tag(), a_offer=offer, started=started,
         )
         call.sdp_session = int(uuid.uuid4().int % 10**9)
+        call.max_forwards = max_forwards(req) - 1
         self.calls[call.id] = call
         self._by_server_key[key] = call
         self._by_a_call_id[req.call_id] = call
@@ -239,7 +243,7 @@ class CallController:
         caller, callee = call.caller, call.callee
         peer = app.binding_peer(binding)
         h = Headers()
-        h.add("Max-Forwards", "70")
+        h.add("Max-Forwards", str(call.max_forwards))
         from_uri = SipUri("sip", user=caller.extension, host=app.domain)
         h.add("From", str(Address(from_uri, caller.name or caller.id, {"tag": new_tag()})))
         h.add("To", str(Address(SipUri("sip", user=callee.extension, host=app.domain),
@@ -285,13 +289,12 @@ class CallController:
         app = self.app
         code = resp.status
         if code < 200:
-            if code == 100:
-                return
+            # RFC 3261 9.1: any provisional, 100 Trying included, allows a CANCEL.
             fork.provisional = True
             if fork.cancel_pending:
                 self._cancel_fork(fork, call, completed_elsewhere=call.state == "answered")
                 return
-            if call.state != "ringing":
+            if code == 100 or call.state != "ringing":
                 return
             body = b""
             if resp.body and resp.content_type == "application/sdp":
@@ -477,6 +480,7 @@ class CallController:
                 call.held = _is_hold(body)
             body = self._relay_answer(call, side, body) or body
         fwd = od.create_request(req.method, app.contact(op), body=body)
+        fwd.headers.set("Max-Forwards", str(max(0, max_forwards(req) - 1)))
         for name in ("Content-Type", "Event", "Subscription-State", "Info-Package"):
             v = req.headers.get(name)
             if v is not None and (name != "Content-Type" or body):
@@ -621,6 +625,12 @@ class CallController:
                 del self._acks[k]
 
         asyncio.get_running_loop().call_later(64 * self.app.t1 + 1.0, forget)
+
+
+def max_forwards(req: Request) -> int:
+    """The request's Max-Forwards (70 when absent, as RFC 2543 clients may send none)."""
+    v = req.headers.get("Max-Forwards")
+    return int(v) if v is not None and v.isdigit() else 70
 
 
 def _is_hold(body: bytes) -> bool:

@@ -33,7 +33,7 @@ from sip.uri import Address, SipUri
 from sip.via import Via
 
 from .auth import Authenticator, Challenge
-from .calls import ALLOW, CallController
+from .calls import ALLOW, CallController, max_forwards
 from .records import RecordSink
 from .registration import RegistrationService, source_to_peer
 
@@ -258,5 +258,9 @@ class SipApp:
             for value in found.headers:
                 resp.headers.add("WWW-Authenticate", value)
             self.send_response(key, resp, self.now())
+            return
+        if max_forwards(req) == 0:
+            # RFC 7332 3: the call would be forwarded to another leg, which no hop is left for.
+            self.respond(key, req, 483)
             return
         self.calls.on_invite(req, peer, key, found)

@@ -69,6 +69,7 @@ class PbxProcess:
 def config_text(
     port: int, workdir: Path, extra_sip: str = "",
     users: dict[str, tuple[str, str, str]] | None = None,
+    ring_timeout: str = "8s",
 ) -> str:
     rtp = random.randrange(30000, 59000, 2)
     users = users or USERS
@@ -81,7 +82,7 @@ def config_text(
         sip:
           listen: ["udp:{LOOPBACK}:{port}", "tcp:{LOOPBACK}:{port}"]
           domain: pbx.test
-          ring_timeout: 8s
+          ring_timeout: {ring_timeout}
         """
     ) + extra_sip + textwrap.dedent(
         f"""\
@@ -100,11 +101,12 @@ def config_text(
 
 @contextmanager
 def run_pbx(workdir: Path, extra_sip: str = "", port: int | None = None,
-            users: dict[str, tuple[str, str, str]] | None = None) -> Iterator[PbxProcess]:
+            users: dict[str, tuple[str, str, str]] | None = None,
+            ring_timeout: str = "8s") -> Iterator[PbxProcess]:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     cfg = workdir / "pbx.yaml"
-    cfg.write_text(config_text(port, workdir, extra_sip, users))
+    cfg.write_text(config_text(port, workdir, extra_sip, users, ring_timeout))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pbx", "run", "--config", str(cfg),
