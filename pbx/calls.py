@@ -149,11 +149,7 @@ class CallController:
                                  "number not found")
             app.respond(key, req, 404, to_tag=new_tag())
             return
-        if req.body and req.content_type != "application/sdp":
-            resp = app.make_response(req, 415, to_tag=new_tag())
-            resp.headers.add("Accept", "application/sdp")
-            app.send_response(key, resp, app.now())
-            return
+        # SipApp has already refused bodies other than SDP (415) before authenticating.
         try:
             offer = SessionDescription.parse(req.body) if req.body else None
         except SdpError as e:
