@@ -19,7 +19,7 @@ from tests.integration.pbx_process import PbxProcess, run_pbx
 
 pytestmark = pytest.mark.integration
 
-TORTURE = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "rfc4475"
+TORTURE = Path(__file__).resolve().parents[1] / "fixtures" / "rfc4475"
 MANIFEST = json.loads((TORTURE / "manifest.json").read_text())["messages"]
 
 

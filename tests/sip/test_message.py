@@ -14,7 +14,7 @@ from sip.errors import ParseError
 from sip.message import Request, Response, parse
 from sip.uri import Address, SipUri
 
-TORTURE = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "rfc4475"
+TORTURE = Path(__file__).resolve().parents[1] / "fixtures" / "rfc4475"
 MANIFEST = json.loads((TORTURE / "manifest.json").read_text())["messages"]
 
 
