@@ -48,10 +48,13 @@ from register_rate import (
     SippOutcome,
     SippProcess,
     StepResult,
+    add_common_arguments,
     auth_keyword,
+    cprofile_args,
     load_columns,
     machine_description,
     make_users,
+    render_cprofile,
     render_table,
     require_tools,
     rss_mib,
@@ -95,7 +98,8 @@ def call_step(pbx: BenchPbx, injection: Path, uas_port: int, rate: float, second
     limit = seconds * 3 + 40
     uas = SippProcess(
         BENCH_SCENARIOS / "uas_answer_bench.xml", None,
-        ["-p", str(uas_port), "-mp", str(free_port_block(4)), "-m", str(calls)],
+        ["-p", str(uas_port), "-mp", str(free_port_block(4)), "-m", str(calls),
+         "-recv_timeout", "10000"],
         hard_limit=limit + 10).start()
     time.sleep(0.5)  # SIPp binds its socket after reading the scenario
     uac = SippProcess(
@@ -115,9 +119,9 @@ def call_step(pbx: BenchPbx, injection: Path, uas_port: int, rate: float, second
     load.stop(outcome.cpu)
     if profile is not None:
         profile.wait(timeout=seconds + 30)
+    # The UAS exits by itself after its last call's timewait; if a call never reached it,
+    # SIGUSR1 makes it write its statistics and quit.
     callee = uas.wait(limit=time.monotonic() - uas.started + 3.0)
-    if callee.returncode == -9 or not callee.stats:
-        callee = uas.stop()
     load.others_pct = max(0.0, load.others_pct - 100 * callee.cpu / max(outcome.elapsed, 1e-6))
     outcome.cpu += callee.cpu  # both SIPp processes share core 1
     return CallStep(StepResult(rate, outcome, load, rss_mib(pbx.pid)), callee)
@@ -154,12 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, default=1000, help="users placing calls")
     parser.add_argument("--callees", type=int, default=100, help="users answering calls")
     parser.add_argument("--hold-ms", type=int, default=100, help="how long a call stays up")
-    parser.add_argument("--profile", type=float, metavar="RATE",
-                        help="one more step at RATE under py-spy; prints the top functions")
-    parser.add_argument("--profile-out", type=Path, help="keep py-spy's raw stacks here")
-    parser.add_argument("--pause", type=float, default=3.0, help="seconds between steps")
-    parser.add_argument("--patience", type=float, default=120.0,
-                        help="longest wait for other processes to go quiet before a step")
+    add_common_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="short smoke run: 2 small steps")
     args = parser.parse_args(argv)
     if args.quick:
@@ -172,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     callers = make_users(1000, args.callers)
     callees = make_users(5000, args.callees)
-    pbx = BenchPbx(callers + callees)
+    pbx = BenchPbx(callers + callees, python_args=cprofile_args(args.cprofile))
     injection = write_injection(
         pbx.workdir / "callers.csv",
         [(u.extension, auth_keyword(u.extension, u.password), callees[i % len(callees)].extension)
@@ -188,6 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         pbx.start()
         uas_port = free_port()
         register_callees(pbx, callees, uas_port)
+        if args.profile:
+            out = args.profile_out or pbx.workdir / "calls.pyspy.txt"
+            profiler = Profiler(pbx.pid, args.seconds - 2, out, gil_only=not args.profile_all)
+            wait_for_quiet(pbx.pid, patience=args.patience)
+            cs = call_step(pbx, injection, uas_port, args.profile, args.seconds, args.hold_ms,
+                           profiler)
+            print("  profiled:" + cs.step.line().removeprefix(" "), flush=True)
+            summary = summarise_profile(out)
+            time.sleep(args.pause)
         for rate in args.rates:
             wait_for_quiet(pbx.pid, patience=args.patience)
             cs = call_step(pbx, injection, uas_port, rate, args.seconds, args.hold_ms)
@@ -196,14 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not pbx.alive():
                 raise RuntimeError("the PBX died:\n" + pbx.log_tail())
             time.sleep(args.pause)
-        if args.profile:
-            out = args.profile_out or pbx.workdir / "calls.pyspy.txt"
-            profiler = Profiler(pbx.pid, args.seconds - 2, out)
-            wait_for_quiet(pbx.pid, patience=args.patience)
-            cs = call_step(pbx, injection, uas_port, args.profile, args.seconds, args.hold_ms,
-                           profiler)
-            print("  profiled:" + cs.step.line().removeprefix(" "))
-            summary = summarise_profile(out)
     finally:
         code = pbx.stop()
         if code not in (0, None):
@@ -219,8 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\ncall records in the database: {records} (SIPp completed {total} calls)")
     if summary is not None:
         print()
-        print(f"py-spy profile of the PBX at {args.profile:g} calls/s target:")
+        gil = "" if args.profile_all else " (samples of the thread holding the GIL)"
+        print(f"py-spy profile{gil} of the PBX at {args.profile:g} calls/s target:")
         print(summary.render())
+    if args.cprofile is not None:
+        print()
+        print(render_cprofile(args.cprofile))
     failed = any(cs.step.sipp.failed or cs.callee.failed for cs in steps)
     return 1 if failed and args.quick else 0
 

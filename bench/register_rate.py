@@ -86,9 +86,10 @@ def require_tools(profile: bool) -> None:
 # -- /proc sampling ------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads included."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU seconds of a process (all its threads), or of one of its threads."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    raw = Path(path).read_text()
     fields = raw[raw.rindex(")") + 2:].split()
     # Fields 14 and 15 of proc(5) (utime, stime); the slice starts at field 3.
     return (int(fields[11]) + int(fields[12])) / _TICKS
@@ -115,6 +116,16 @@ def runqueue_wait_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def udp_receive_drops() -> int:
+    """Datagrams the kernel dropped for want of room in a receive buffer (all UDP sockets of
+    the machine; /proc/net/snmp RcvbufErrors)."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+             if line.startswith("Udp:")]
+    if len(lines) < 2 or "RcvbufErrors" not in lines[0]:
+        return 0
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
 @dataclass
 class LoadWindow:
     """CPU use during one step: the PBX's, its run-queue wait, and everybody else's."""
@@ -123,8 +134,15 @@ class LoadWindow:
     started: float = 0.0
     busy0: float = 0.0
     cpu0: float = 0.0
+    main0: float = 0.0
     wait0: float = 0.0
+    drops0: int = 0
+    udp_drops: int = 0
+    """UDP datagrams dropped by full receive buffers during the step (machine-wide)."""
+    pbx_cpu_s: float = 0.0
     pbx_cpu_pct: float = 0.0
+    pbx_main_pct: float = 0.0
+    """The main thread's share (the event loop); the rest is the database writer thread."""
     pbx_wait_pct: float = 0.0
     others_pct: float = 0.0
     """Busy time of every other process (all cores), in % of one core; SIPp excluded."""
@@ -133,13 +151,18 @@ class LoadWindow:
         self.started = time.monotonic()
         self.busy0 = machine_busy_seconds()
         self.cpu0 = cpu_seconds(self.pid)
+        self.main0 = cpu_seconds(self.pid, self.pid)
         self.wait0 = runqueue_wait_seconds(self.pid)
+        self.drops0 = udp_receive_drops()
         return self
 
     def stop(self, sipp_cpu: float = 0.0) -> LoadWindow:
         wall = max(time.monotonic() - self.started, 1e-6)
         cpu = cpu_seconds(self.pid) - self.cpu0
+        self.pbx_cpu_s = cpu
+        self.udp_drops = udp_receive_drops() - self.drops0
         self.pbx_cpu_pct = 100 * cpu / wall
+        self.pbx_main_pct = 100 * (cpu_seconds(self.pid, self.pid) - self.main0) / wall
         self.pbx_wait_pct = 100 * (runqueue_wait_seconds(self.pid) - self.wait0) / wall
         others = machine_busy_seconds() - self.busy0 - cpu - sipp_cpu
         self.others_pct = max(0.0, 100 * others / wall)
@@ -147,9 +170,10 @@ class LoadWindow:
 
 
 def wait_for_quiet(pid: int | None, threshold: float = 10.0, patience: float = 120.0) -> float:
-    """Wait (at most ``patience`` s) until other processes use under ``threshold`` % of a core;
-    the machine is shared, and a busy neighbour on the PBX's core would skew the figures.
-    Returns the last load seen (in % of one core)."""
+    """Wait (at most ``patience`` s) until the PBX is idle (under 5 % CPU: the previous step's
+    calls and timers are done) and other processes use under ``threshold`` % of a core (the
+    machine may be shared, and a busy neighbour on the PBX's core would skew the figures).
+    Returns the last load of the others seen (in % of one core)."""
     deadline = time.monotonic() + patience
     told = False
     while True:
@@ -157,14 +181,15 @@ def wait_for_quiet(pid: int | None, threshold: float = 10.0, patience: float = 1
         own0 = cpu_seconds(pid) if pid is not None else 0.0
         time.sleep(1.0)
         own = cpu_seconds(pid) - own0 if pid is not None else 0.0
-        load = 100 * (machine_busy_seconds() - busy0 - own) / (time.monotonic() - t0)
-        if load < threshold or time.monotonic() > deadline:
+        wall = time.monotonic() - t0
+        load = 100 * (machine_busy_seconds() - busy0 - own) / wall
+        if (load < threshold and own / wall < 0.05) or time.monotonic() > deadline:
             if told:
                 print(f"    (other processes now use {load:.0f} % of a core)", flush=True)
             return load
         if not told:
-            print(f"    waiting for the machine to go quiet: other processes use {load:.0f} % "
-                  "of a core", flush=True)
+            print(f"    waiting for the machine to go quiet: the PBX uses {100 * own / wall:.0f} "
+                  f"%, other processes {load:.0f} % of a core", flush=True)
             told = True
 
 
@@ -194,7 +219,7 @@ def config_yaml(port: int, workdir: Path, users: Sequence[BenchUser],
         f'  listen: ["udp:{LOOPBACK}:{port}"]',
         "  domain: pbx.bench",
         "  auth_algorithms: [MD5, SHA-256]",
-        "  ring_timeout: 30s",
+        "  ring_timeout: 5s",
         "media:",
         f"  rtp_ports: [{rtp_ports[0]}, {rtp_ports[1]}]",
         f"  address: {LOOPBACK}",
@@ -437,6 +462,7 @@ class SippProcess:
         self.hard_limit = hard_limit
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
+        self._outcome: SippOutcome | None = None
 
     def start(self) -> SippProcess:
         with (self.workdir / "stdout.log").open("wb") as out:
@@ -451,32 +477,41 @@ class SippProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def wait(self, limit: float | None = None) -> SippOutcome:
-        """Wait for SIPp to exit (SIGKILL at the hard limit) and collect what it did."""
-        assert self.proc is not None
-        deadline = self.started + (self.hard_limit if limit is None else limit)
-        status, usage = 0, None
+    def _reap(self, deadline: float) -> tuple[int, float] | None:
+        """Wait until ``deadline`` for SIPp to exit: (exit status, CPU seconds), or None."""
         while True:
             pid, status, usage = os.wait4(self.pid, os.WNOHANG)
             if pid == self.pid:
-                break
-            if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                _, status, usage = os.wait4(self.pid, 0)
-                break
+                return status, usage.ru_utime + usage.ru_stime
+            if time.monotonic() >= deadline:
+                return None
             time.sleep(0.05)
+
+    def wait(self, limit: float | None = None) -> SippOutcome:
+        """Wait for SIPp to exit, at most ``limit`` seconds from its start (default: the hard
+        limit); then SIGUSR1 (quit once the open calls end, writing the final statistics) and, 12 s
+        later, SIGKILL."""
+        if self._outcome is not None:
+            return self._outcome
+        assert self.proc is not None
+        reaped = self._reap(self.started + (self.hard_limit if limit is None else limit))
+        for sig in (signal.SIGUSR1, signal.SIGKILL):
+            if reaped is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            reaped = self._reap(time.monotonic() + 12.0)
+        if reaped is None:  # not even SIGKILL: give up on it, it is not our child any more
+            reaped = (0, 0.0)
+        status, cpu = reaped
         self.proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.monotonic() - self.started
-        return self._collect(self.proc.returncode, wall, usage.ru_utime + usage.ru_stime)
+        self._outcome = self._collect(self.proc.returncode, time.monotonic() - self.started, cpu)
+        return self._outcome
 
     def stop(self) -> SippOutcome:
-        """Ask SIPp to quit (SIGUSR1: no new calls, finish the open ones, write the final
-        statistics), then collect; SIGKILL after 5 s."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGUSR1)
-        return self.wait(limit=time.monotonic() - self.started + 5.0)
+        """Ask SIPp to quit now (SIGUSR1: no new calls, the final statistics written), then
+        collect; SIGKILL 12 s later."""
+        return self.wait(limit=0.0)
 
     def _collect(self, returncode: int, wall: float, cpu: float) -> SippOutcome:
         stats = _last_stats(self.workdir / "stats.csv")
@@ -510,13 +545,17 @@ def run_sipp(scenario: Path, target: str | None, args: Sequence[str],
 class Profiler:
     """``py-spy record`` attached to a PID, writing collapsed stacks (one thread per root)."""
 
-    def __init__(self, pid: int, seconds: float, out: Path, rate: int = 200) -> None:
+    def __init__(self, pid: int, seconds: float, out: Path, rate: int = 200,
+                 gil_only: bool = False) -> None:
         self.out = out
         # py-spy runs on the load generator's core so the PBX's core only pays for the pauses.
         self.command = ["taskset", "-c", SIPP_CORE, "py-spy", "record", "--pid", str(pid),
                         "--duration", str(max(1, int(seconds))), "--rate", str(rate),
-                        "--format", "raw", "--threads", "--function", "--nonblocking",
-                        "--output", str(out)]
+                        "--format", "raw", "--threads", "--function", "--output", str(out)]
+        if gil_only:
+            # Only samples of the thread holding the GIL: where the interpreter's time goes,
+            # without threads that merely wait for the GIL (or in C code that released it).
+            self.command.append("--gil")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Profiler:
@@ -554,7 +593,10 @@ class ProfileSummary:
         for title, counts in (("self", self.self_samples), ("cumulative", self.cumulative)):
             out.append(f"\ntop {top} by {title} time:")
             out.append(f"{'%':>6}  function")
-            for name, n in counts.most_common(top):
+            ranked = [(name, n) for name, n in counts.most_common()
+                      if title == "self" or not _is_entry(name.split(" (")[0],
+                                                          name.split(" (")[-1].rstrip(")"))]
+            for name, n in ranked[:top]:
                 out.append(f"{100 * n / self.total:6.1f}  {name}")
         return "\n".join(out)
 
@@ -595,6 +637,48 @@ def summarise_profile(path: Path) -> ProfileSummary:
     return ProfileSummary(total, by_thread, self_samples, cumulative)
 
 
+def cprofile_args(out: Path | None) -> list[str]:
+    """Interpreter arguments running the PBX under cProfile (dumped when it stops)."""
+    return [] if out is None else ["-m", "cProfile", "-o", str(out.resolve())]
+
+
+def render_cprofile(path: Path, top: int = 15) -> str:
+    """Top functions of a cProfile dump (the PBX's main thread: the event loop) by own time
+    and by cumulative time, in % of the profiled total."""
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    raw = stats.stats  # type: ignore[attr-defined]
+    total = sum(tt for _, _, tt, _, _ in raw.values()) or 1e-9
+    out = [f"cProfile (main thread), {total:.1f} s of profiled time"]
+    for title, index in (("own", 2), ("cumulative", 3)):
+        out.append(f"\ntop {top} by {title} time:")
+        out.append(f"{'%':>6} {'calls':>9}  function")
+        ranked = sorted(raw.items(), key=lambda kv: kv[1][index], reverse=True)
+        shown = 0
+        for (file, line, name), (_, ncalls, tt, ct, _) in ranked:
+            if index == 3 and _is_entry(name, file):
+                continue
+            value = tt if index == 2 else ct
+            out.append(f"{100 * value / total:6.1f} {ncalls:9d}  "
+                       f"{_short(f'{name} ({file}:{line})')}")
+            shown += 1
+            if shown == top:
+                break
+    return "\n".join(out)
+
+
+_ENTRY_NAMES = ("_bootstrap", "_bootstrap_inner", "_run_module_as_main", "_run_code", "<module>",
+                "run", "main", "_run", "Runner.run", "Thread.run", "WriteBehind._run",
+                "<built-in method builtins.exec>", "runctx", "serve", "_run_once")
+
+
+def _is_entry(name: str, file: str) -> bool:
+    # Frames every sample passes through (thread and interpreter start-up, the CLI, the loop's
+    # run call) say nothing about where the time goes: leave them out of cumulative tables.
+    return name in _ENTRY_NAMES or file.endswith(("runpy.py", "cProfile.py", "threading.py"))
+
+
 # -- output --------------------------------------------------------------------------------------
 
 
@@ -625,6 +709,11 @@ class StepResult:
         return self.sipp.successful / self.sipp.elapsed if self.sipp.elapsed else 0.0
 
     @property
+    def cpu_per_op_us(self) -> float:
+        """The PBX's CPU time per completed call or registration, in microseconds."""
+        return 1e6 * self.load.pbx_cpu_s / self.sipp.successful if self.sipp.successful else 0.0
+
+    @property
     def sipp_cpu_pct(self) -> float:
         return 100 * self.sipp.cpu / self.sipp.elapsed if self.sipp.elapsed else 0.0
 
@@ -640,11 +729,14 @@ class StepResult:
 
 def load_columns(step: StepResult) -> list[str]:
     """The CPU columns shared by both benchmarks' tables."""
-    return [f"{step.load.pbx_cpu_pct:.0f} %", f"{step.load.pbx_wait_pct:.0f} %",
-            f"{step.sipp_cpu_pct:.0f} %", f"{step.load.others_pct:.0f} %"]
+    load = step.load
+    return [f"{step.cpu_per_op_us:,.0f}", f"{load.pbx_cpu_pct:.0f} % ({load.pbx_main_pct:.0f}/"
+            f"{load.pbx_cpu_pct - load.pbx_main_pct:.0f})", f"{load.pbx_wait_pct:.0f} %",
+            f"{step.sipp_cpu_pct:.0f} %", f"{step.load.others_pct:.0f} %", f"{load.udp_drops}"]
 
 
-LOAD_HEADERS = ["PBX CPU", "PBX runq wait", "SIPp CPU", "others"]
+LOAD_HEADERS = ["PBX CPU µs each", "PBX CPU (loop/db)", "PBX runq wait", "SIPp CPU", "others",
+                "UDP drops"]
 
 
 def register_step(pbx: BenchPbx, injection: Path, rate: float, seconds: float,
@@ -686,18 +778,30 @@ def register_table(steps: Sequence[StepResult]) -> str:
          "retrans", "mean ms", *LOAD_HEADERS, "PBX RSS MiB"], rows)
 
 
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options both benchmarks take (profiling, pacing)."""
+    parser.add_argument("--profile", type=float, metavar="RATE",
+                        help="first run one step at RATE under py-spy (not in the table) and "
+                             "print the top functions")
+    parser.add_argument("--profile-all", action="store_true",
+                        help="sample every thread that py-spy sees as active, not only the one "
+                             "holding the GIL (counts waits in C code as busy)")
+    parser.add_argument("--profile-out", type=Path, help="keep py-spy's raw stacks here")
+    parser.add_argument("--cprofile", type=Path, metavar="FILE",
+                        help="run the PBX under cProfile, dump to FILE, print the top functions")
+    parser.add_argument("--pause", type=float, default=3.0, help="seconds between steps")
+    parser.add_argument("--patience", type=float, default=120.0,
+                        help="longest wait for the PBX and other processes to go quiet before "
+                             "a step")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[2000, 5000, 10000, 15000],
                         help="target registrations per second, one step each")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each step")
     parser.add_argument("--users", type=int, default=1000, help="users registering in turn")
-    parser.add_argument("--profile", type=float, metavar="RATE",
-                        help="one more step at RATE under py-spy; prints the top functions")
-    parser.add_argument("--profile-out", type=Path, help="keep py-spy's raw stacks here")
-    parser.add_argument("--pause", type=float, default=3.0, help="seconds between steps")
-    parser.add_argument("--patience", type=float, default=120.0,
-                        help="longest wait for other processes to go quiet before a step")
+    add_common_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="short smoke run: 2 small steps")
     args = parser.parse_args(argv)
     if args.quick:
@@ -708,7 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     require_tools(bool(args.profile))
 
     users = make_users(1000, args.users)
-    pbx = BenchPbx(users)
+    pbx = BenchPbx(users, python_args=cprofile_args(args.cprofile))
     injection = write_injection(
         pbx.workdir / "users.csv",
         [(u.extension, auth_keyword(u.extension, u.password)) for u in users])
@@ -719,6 +823,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary: ProfileSummary | None = None
     try:
         pbx.start()
+        if args.profile:
+            out = args.profile_out or pbx.workdir / "register.pyspy.txt"
+            profiler = Profiler(pbx.pid, args.seconds - 2, out, gil_only=not args.profile_all)
+            wait_for_quiet(pbx.pid, patience=args.patience)
+            step = register_step(pbx, injection, args.profile, args.seconds, profiler)
+            print("  profiled:" + step.line().removeprefix(" "), flush=True)
+            summary = summarise_profile(out)
+            time.sleep(args.pause)
         for rate in args.rates:
             wait_for_quiet(pbx.pid, patience=args.patience)
             step = register_step(pbx, injection, rate, args.seconds)
@@ -727,13 +839,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not pbx.alive():
                 raise RuntimeError("the PBX died:\n" + pbx.log_tail())
             time.sleep(args.pause)
-        if args.profile:
-            out = args.profile_out or pbx.workdir / "register.pyspy.txt"
-            profiler = Profiler(pbx.pid, args.seconds - 2, out)
-            wait_for_quiet(pbx.pid, patience=args.patience)
-            step = register_step(pbx, injection, args.profile, args.seconds, profiler)
-            print("  profiled:" + step.line().removeprefix(" "))
-            summary = summarise_profile(out)
     finally:
         code = pbx.stop()
         if code not in (0, None):
@@ -744,8 +849,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(register_table(steps))
     if summary is not None:
         print()
-        print(f"py-spy profile of the PBX at {args.profile:g}/s target:")
+        gil = "" if args.profile_all else " (samples of the thread holding the GIL)"
+        print(f"py-spy profile{gil} of the PBX at {args.profile:g}/s target:")
         print(summary.render())
+    if args.cprofile is not None:
+        print()
+        print(render_cprofile(args.cprofile))
     failed = any(s.sipp.failed for s in steps)
     return 1 if failed and args.quick else 0
 
