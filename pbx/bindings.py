@@ -7,7 +7,19 @@ Times are wall-clock seconds so that they mean the same after a restart.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, delete, select
+from collections.abc import Callable
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    delete,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -44,26 +56,59 @@ def _row(b: Binding) -> dict[str, object]:
     }
 
 
-def save_job(changed: list[Binding], removed: list[Binding]) -> object:
-    """A writer job applying one REGISTER's changes."""
-    rows = [_row(b) for b in changed]
-    gone = [(b.aor, b.uri) for b in removed]
+class BindingWriter:
+    """Collects binding changes and writes them in one batch per flush.
 
-    def job(session: Session) -> None:
-        for aor, uri in gone:
-            session.execute(
-                delete(registrations).where(
-                    registrations.c.aor == aor, registrations.c.uri == uri
+    A phone refreshing every minute, or a burst of thousands of registrations, must not cost a
+    database statement each: changes to the same binding coalesce in memory, and :meth:`flush`
+    (called about once a second) turns them into one executemany per kind. A crash loses at
+    most the last second of refreshes, which the phones repeat anyway.
+    """
+
+    def __init__(self) -> None:
+        self._dirty: dict[tuple[str, str], Binding] = {}
+        self._gone: set[tuple[str, str]] = set()
+
+    def record(self, changed: list[Binding], removed: list[Binding]) -> None:
+        for b in removed:
+            k = (b.aor, b.uri)
+            self._dirty.pop(k, None)
+            self._gone.add(k)
+        for b in changed:
+            k = (b.aor, b.uri)
+            self._gone.discard(k)
+            self._dirty[k] = b
+
+    def __len__(self) -> int:
+        return len(self._dirty) + len(self._gone)
+
+    def flush(self) -> Callable[[Session], None] | None:
+        """A writer job holding everything recorded so far, or None if nothing changed."""
+        if not self._dirty and not self._gone:
+            return None
+        rows = [_row(b) for b in self._dirty.values()]
+        gone = [{"a": aor, "u": uri} for aor, uri in self._gone]
+        self._dirty = {}
+        self._gone = set()
+
+        def job(session: Session) -> None:
+            if gone:
+                session.execute(
+                    delete(registrations).where(
+                        registrations.c.aor == bindparam("a"), registrations.c.uri == bindparam("u")
+                    ),
+                    gone,
                 )
-            )
-        if rows:
-            dialect = session.get_bind().dialect.name
-            ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            stmt = ins(registrations).values(rows)
-            cols = {c: stmt.excluded[c] for c in rows[0] if c not in ("aor", "uri")}
-            session.execute(stmt.on_conflict_do_update(index_elements=["aor", "uri"], set_=cols))
+            if rows:
+                dialect = session.get_bind().dialect.name
+                ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+                stmt = ins(registrations)
+                cols = {c: stmt.excluded[c] for c in rows[0] if c not in ("aor", "uri")}
+                session.execute(
+                    stmt.on_conflict_do_update(index_elements=["aor", "uri"], set_=cols), rows
+                )
 
-    return job
+        return job
 
 
 def load_bindings(engine: Engine) -> list[Binding]:

@@ -604,6 +604,9 @@ class CallController:
             if d is not None:
                 self._dialogs.pop((d.call_id, d.local_tag), None)
         if call.relay is not None:
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("call %s ended: %s (%s)%s", call.id, disposition, cause,
+                            _media_summary(call.relay))
             asyncio.get_running_loop().create_task(call.relay.close())
         if disposition != "answered":
             by = by or "system"
@@ -621,6 +624,18 @@ class CallController:
                 del self._acks[k]
 
         asyncio.get_running_loop().call_later(64 * self.app.t1 + 1.0, forget)
+
+
+def _media_summary(relay: RelayHandle) -> str:
+    """One line of what the relay saw, for the end-of-call log (per call, not per packet)."""
+    st = relay.stats()
+    parts = []
+    for name, leg in (("caller", st.a), ("callee", st.b)):
+        drops = leg.dropped_foreign + leg.dropped_no_remote + leg.dropped_no_peer
+        parts.append(f"{name} sent {leg.rtp_packets} RTP from {leg.latched}"
+                     f" (to {leg.remote}, {drops} dropped: {leg.dropped_foreign} foreign,"
+                     f" {leg.dropped_no_remote} early, {leg.dropped_no_peer} no peer)")
+    return "; " + "; ".join(parts)
 
 
 def max_forwards(req: Request) -> int:

@@ -13,7 +13,7 @@ from sip.registrar import Binding, ContactSpec, Registrar
 from sip.transaction import Peer
 
 from .auth import Authenticator, Challenge
-from .bindings import save_job
+from .bindings import BindingWriter
 from .config import User
 
 
@@ -41,7 +41,7 @@ class RegistrationService:
         registrar: Registrar,
         auth: Authenticator,
         find_user: Callable[[str], User | None],
-        persist: Callable[[object], None],
+        persist: BindingWriter,
     ) -> None:
         self.registrar = registrar
         self.auth = auth
@@ -86,7 +86,7 @@ class RegistrationService:
         if result.status != 200:
             return resp
         if result.changed or result.removed:
-            self._persist(save_job(result.changed, result.removed))
+            self._persist.record(result.changed, result.removed)
         outbound = False
         for b in result.bindings:
             resp.headers.add("Contact", _contact_value(b, now))
@@ -100,7 +100,7 @@ class RegistrationService:
     def expire(self, now: float) -> list[Binding]:
         gone = self.registrar.expire(now)
         if gone:
-            self._persist(save_job([], gone))
+            self._persist.record([], gone)
         return gone
 
 

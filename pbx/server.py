@@ -26,7 +26,7 @@ from sip.transaction import TimerSettings, TransactionLayer
 from sip.transport import ListenSpec, SipTransport
 
 from .auth import Authenticator
-from .bindings import load_bindings
+from .bindings import BindingWriter, load_bindings
 from .bindings import metadata as bindings_metadata
 from .config import Config, ConfigError, load_config, merge_reload
 from .db import WriteBehind, open_engine
@@ -97,7 +97,9 @@ class Pbx:
 
         self.auth = Authenticator(sip.realm, sip.nonce_ttl, find_user,  # type: ignore[arg-type]
                                   algorithms=sip.auth_algorithms)
-        registration = RegistrationService(registrar, self.auth, find_user, self.db.submit)  # type: ignore[arg-type]
+        self.binding_writer = BindingWriter()
+        registration = RegistrationService(registrar, self.auth, find_user,  # type: ignore[arg-type]
+                                           self.binding_writer)
         self.transport = SipTransport(
             self.layer, lambda ev: self.app.handle(ev),
             max_message_size=sip.max_message_size, server_header=sip.user_agent,
@@ -128,11 +130,17 @@ class Pbx:
             await asyncio.sleep(1.0)
             try:
                 self.app.registration.expire(time.time())
+                self._save_bindings()
                 self.app.calls.check_media(asyncio.get_running_loop().time(),
                                            self.config.media.rtp_timeout)
                 self.transport.flush()
             except Exception:
                 logger.exception("housekeeping failed")
+
+    def _save_bindings(self) -> None:
+        job = self.binding_writer.flush()
+        if job is not None:
+            self.db.submit(job)
 
     def reload(self) -> bool:
         """Re-read the config file; apply it if valid. Returns whether it was applied."""
@@ -166,6 +174,7 @@ class Pbx:
             await self._housekeeping
         await self.transport.close()
         await self.relay.close()
+        self._save_bindings()
         await asyncio.to_thread(self.db.flush)
         self.db.close()
         self.engine.dispose()
