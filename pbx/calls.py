@@ -428,7 +428,7 @@ class CallController:
     def on_in_dialog(self, req: Request, peer: Peer, key: str) -> bool:
         """Handle a request with a To tag; False if it belongs to no dialog (answer 481)."""
         app = self.app
-        found = self._dialogs.get((req.call_id, req.to.tag or ""))
+        found = self._dialogs.get((req.call_id, req.to_tag or ""))
         if found is None:
             return False
         call, side = found
@@ -522,7 +522,7 @@ class CallController:
         """ACKs for our 2xx answers need no action: the far leg was ACKed when it answered."""
 
     def _reack(self, resp: Response) -> None:
-        found = self._acks.get((resp.call_id, resp.to.tag or ""))
+        found = self._acks.get((resp.call_id, resp.to_tag or ""))
         if found is not None:
             ack, peer = found
             self.app.layer.send_ack(ack, peer)

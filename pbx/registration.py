@@ -6,6 +6,7 @@ import email.utils
 from collections.abc import Callable
 from typing import Literal
 
+from sip.dialog import new_tag
 from sip.errors import ParseError
 from sip.headers import format_params
 from sip.message import Request, Response
@@ -49,26 +50,30 @@ class RegistrationService:
         self._persist = persist
 
     def handle(self, req: Request, peer: Peer, now: float) -> Response:
-        """Answer a REGISTER; ``now`` is wall-clock time (bindings outlive the process)."""
+        """Answer a REGISTER; ``now`` is wall-clock time (bindings outlive the process).
+
+        The response carries a fresh To tag (RFC 3261 8.2.6.2) and no Server header.
+        """
+        tag = new_tag()
         to_uri = req.to.uri
         # RFC 3261 10.3 step 3 / RFC 4475 3.3.3 ("unksm2"): the To must be a SIP AOR.
         if not to_uri.is_sip or to_uri.user is None:
-            return req.response(400, "To must be a SIP URI with a user part")
+            return req.response(400, "To must be a SIP URI with a user part", to_tag=tag)
         found = self.auth.check(req, now)
         if isinstance(found, Challenge):
-            resp = req.response(401)
+            resp = req.response(401, to_tag=tag)
             for value in found.headers:
                 resp.headers.add("WWW-Authenticate", value)
             return resp
         user = found
         # The authenticated user may register only their own AOR (by id or extension).
         if self._find_user(to_uri.user) is not user:
-            return req.response(403, "Not allowed to register this address")
+            return req.response(403, "Not allowed to register this address", to_tag=tag)
         try:
             contacts = _contacts(req)
             expires_header = _int_header(req, "Expires")
         except (ParseError, ValueError) as e:
-            return req.response(400, str(e)[:80])
+            return req.response(400, str(e)[:80], to_tag=tag)
         result = self.registrar.register(
             user.id,
             contacts,
@@ -80,7 +85,7 @@ class RegistrationService:
             user_agent=(req.headers.get("User-Agent") or "")[:255],
             max_contacts=user.max_contacts,
         )
-        resp = req.response(result.status, result.reason)
+        resp = req.response(result.status, result.reason, to_tag=tag)
         if result.status == 423 and result.min_expires is not None:
             resp.headers.add("Min-Expires", str(result.min_expires))
         if result.status != 200:
@@ -94,7 +99,7 @@ class RegistrationService:
         if outbound:
             # RFC 5626 6: the registrar confirms it keeps the flow.
             resp.headers.add("Require", "outbound")
-        resp.headers.add("Date", email.utils.formatdate(now, usegmt=True))
+        resp.headers.add("Date", _http_date(now))
         return resp
 
     def expire(self, now: float) -> list[Binding]:
@@ -102,6 +107,18 @@ class RegistrationService:
         if gone:
             self._persist.record([], gone)
         return gone
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date(now: float) -> str:
+    """RFC 3261 20.17 Date (RFC 1123 form), formatted once per second."""
+    global _date_cache
+    sec = int(now)
+    if _date_cache[0] != sec:
+        _date_cache = (sec, email.utils.formatdate(sec, usegmt=True))
+    return _date_cache[1]
 
 
 def _contacts(req: Request) -> list[ContactSpec] | Literal["*"]:

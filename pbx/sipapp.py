@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sip.dialog import new_tag
-from sip.errors import LocalSipError
+from sip.errors import LocalSipError, ParseError
 from sip.message import Request, Response
 from sip.registrar import Binding
 from sip.transaction import (
@@ -155,7 +155,7 @@ class SipApp:
         to_tag: str | None = None,
     ) -> None:
         # RFC 3261 8.2.6.2: every response but 100 carries a To tag.
-        if to_tag is None and status != 100 and req.to.tag is None:
+        if to_tag is None and status != 100 and req.to_tag is None:
             to_tag = new_tag()
         self.send_response(key, self.make_response(req, status, reason, to_tag=to_tag))
 
@@ -182,6 +182,16 @@ class SipApp:
             self.calls.on_response(ev.response, "")
 
     def on_request(self, req: Request, peer: Peer, key: str) -> None:
+        try:
+            self._dispatch(req, peer, key)
+        except ParseError as e:
+            # A header parsed on first use (From, To, Contact, Request-URI) was malformed.
+            resp = req.response(e.status_code, to_tag=new_tag())
+            detail = str(e)[:100].replace('"', "'")
+            resp.headers.add("Warning", f'399 pbx "{detail}"')
+            self.send_response(key, resp)
+
+    def _dispatch(self, req: Request, peer: Peer, key: str) -> None:
         method = req.method
         if method == "ACK":
             self.calls.on_ack(req)
@@ -193,21 +203,21 @@ class SipApp:
         # RFC 3261 8.2.2.3: no extensions are required of us, so any Require is unsupported.
         required = [r for r in req.headers.get_all("Require") if r]
         if required and method not in ("CANCEL",):
-            resp = self.make_response(req, 420, to_tag=None if req.to.tag else new_tag())
+            resp = self.make_response(req, 420, to_tag=None if req.to_tag else new_tag())
             resp.headers.add("Unsupported", ", ".join(required))
             self.send_response(key, resp, self.now())
             return
         if method == "CANCEL":
             self.calls.on_cancel(req, key)
             return
-        if req.to.tag is not None:
+        if req.to_tag is not None:
             if not self.calls.on_in_dialog(req, peer, key):
                 self.respond(key, req, 481)
             return
         if method == "REGISTER":
-            self.send_response(key, self._stamp(self.registration.handle(req, peer,
-                                                                                time.time())),
-                                     self.now())
+            resp = self.registration.handle(req, peer, time.time())
+            resp.headers.add("Server", self.user_agent)
+            self.send_response(key, resp)
             return
         if method == "OPTIONS":
             self._options(req, key)
@@ -219,12 +229,6 @@ class SipApp:
         resp = self.make_response(req, status, to_tag=new_tag())
         resp.headers.add("Allow", ALLOW)
         self.send_response(key, resp, self.now())
-
-    def _stamp(self, resp: Response) -> Response:
-        if resp.status != 100 and resp.to.tag is None:
-            resp.set_to(resp.to.with_tag(new_tag()))
-        resp.headers.add("Server", self.user_agent)
-        return resp
 
     def _options(self, req: Request, key: str) -> None:
         # RFC 3261 11.2: capabilities. Max-Forwards 0 is fine: we are the endpoint (RFC 4475

@@ -13,6 +13,7 @@ write it back with :meth:`Message.set_via` or :class:`Headers` methods.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -226,6 +227,20 @@ class Message:
             self._to = _parse_address(self.headers.get("To"), "To")
         return self._to
 
+    @property
+    def from_tag(self) -> str | None:
+        """The From tag, read without parsing the whole address when not parsed yet."""
+        if self._from is not None:
+            return self._from.tag
+        return _tag_of(self.headers.get("From"))
+
+    @property
+    def to_tag(self) -> str | None:
+        """The To tag, read without parsing the whole address when not parsed yet."""
+        if self._to is not None:
+            return self._to.tag
+        return _tag_of(self.headers.get("To"))
+
     def set_to(self, addr: Address) -> None:
         self.headers.set("To", str(addr))
         self._to = addr
@@ -318,7 +333,9 @@ class Request(Message):
             ):
                 items.append((k, v))
             elif k == "to":
-                if to_tag is not None and "tag" not in self.to.params:
+                if to_tag is not None and not (
+                    self._to.tag is not None if self._to is not None else _has_tag(v)
+                ):
                     v = f"{v};tag={to_tag}"
                 items.append((k, v))
         resp = Response(status, reason or REASONS.get(status, "Unknown"), Headers(items))
@@ -472,7 +489,10 @@ def _validate_common(msg: Message) -> None:
             raise ParseError(f"missing {canonical(required)} header", partial=msg)
     if not msg.call_id:
         raise ParseError("empty Call-ID", partial=msg)
-    _ = msg.cseq, msg.from_, msg.to, msg.top_via
+    # CSeq and the top Via are needed to match transactions, so they are checked here. From,
+    # To and the Request-URI are parsed when first used: a request whose From cannot be read
+    # is still answered (400) by whoever reads it, and most messages never need all three.
+    _ = msg.cseq, msg.top_via
 
 
 def _validate_request(req: Request) -> None:
@@ -483,7 +503,6 @@ def _validate_request(req: Request) -> None:
         mf = req.headers.get("Max-Forwards")
         if mf is not None and (not mf.isdigit() or int(mf) > 255):
             raise ParseError(f"bad Max-Forwards {mf[:20]!r}")
-        _ = req.uri
     except ParseError as e:
         e.partial = req
         raise
@@ -495,6 +514,27 @@ def _validate_response(resp: Response) -> None:
     except ParseError as e:
         e.partial = resp
         raise
+
+
+_TAG_PARAM: Final = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+
+_TAG_VALUE: Final = re.compile(r";[ \t]*tag[ \t]*=[ \t]*([^; \t,]+)", re.IGNORECASE)
+
+
+def _tag_of(value: str | None) -> str | None:
+    if value is None:
+        return None
+    gt = value.rfind(">")
+    m = _TAG_VALUE.search(value, gt + 1 if gt >= 0 else 0)
+    return m.group(1) if m is not None else None
+
+
+def _has_tag(value: str) -> bool:
+    """Whether a To/From value carries a tag, without parsing it: the header params start after
+    the '>' of a name-addr, or at the first ';' of a bare addr-spec (RFC 3261 20.10)."""
+    gt = value.rfind(">")
+    return _TAG_PARAM.search(value, gt + 1 if gt >= 0 else 0) is not None
 
 
 def _parse_cseq(value: str | None) -> CSeq:

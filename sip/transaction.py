@@ -181,7 +181,7 @@ class TransactionLayer:
         if inp == _I.RECV_1XX:
             # A retransmitted provisional (e.g. a reliable 1xx, RFC 3262 4) is absorbed.
             try:
-                tag = resp.to.tag
+                tag = resp.to_tag
             except ParseError:
                 tag = None
             mark = (status, tag, resp.headers.get("RSeq"), resp.body)
@@ -223,9 +223,9 @@ class TransactionLayer:
         method = req.method
         try:
             via = req.top_via
-            ids = (req.call_id, req.cseq.seq, req.from_.tag)
+            ids = (req.call_id, req.cseq.seq, req.from_tag)
             mk = match_key(req, via, "INVITE" if method == "ACK" else method, ids)
-            to_tag = req.to.tag if method == "ACK" else None
+            to_tag = req.to_tag if method == "ACK" else None
         except ParseError:
             return  # parse() rejects these; a request without them belongs to nothing
         if method == "ACK":
@@ -441,7 +441,7 @@ class TransactionLayer:
         else:  # INVITE, 300-699: Completed
             txn.last = data
             try:
-                txn.to_tag = resp.to.tag
+                txn.to_tag = resp.to_tag
             except ParseError:
                 txn.to_tag = None
             self._cancel(txn, RETX)
@@ -460,7 +460,7 @@ class TransactionLayer:
         and so can be cancelled; else None (the TU answers the CANCEL 481 or 200 as it sees
         fit)."""
         try:
-            ids = (cancel.call_id, cancel.cseq.seq, cancel.from_.tag)
+            ids = (cancel.call_id, cancel.cseq.seq, cancel.from_tag)
             mk = match_key(cancel, cancel.top_via, "INVITE", ids)
         except ParseError:
             return None
