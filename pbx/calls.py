@@ -107,6 +107,8 @@ class Call:
     two PBXs routing calls to each other cannot loop forever (RFC 7332 3)."""
     answered_at: datetime | None = None
     answered_mono: float = 0.0
+    last_sdp: dict[Side, SessionDescription] = field(default_factory=dict)
+    """The last SDP with an audio stream each side sent (see _relay_answer)."""
     held: bool = False
     """The last offer in the call put one side on hold (RTP may stop: no media timeout)."""
 
@@ -223,6 +225,7 @@ class CallController:
         if call.state == "ended":
             await call.relay.close()
             return
+        call.last_sdp["a"] = call.a_offer
         a_end = audio_endpoint(call.a_offer)
         if a_end is not None:
             call.relay.set_remote(Leg.A, a_end)
@@ -365,6 +368,18 @@ class CallController:
             sd = SessionDescription.parse(body)
         except SdpError:
             return b""
+        if sd.audio is None:
+            # No usable audio stream at all (some phones answer a re-INVITE that races their
+            # own call setup with an SDP that has no m=audio): passing it on would make the
+            # other phone stop its audio, so keep offering this side's last good SDP.
+            # A c=0.0.0.0 or a=sendonly hold still has its stream and passes through.
+            prev = call.last_sdp.get(from_side)
+            if prev is not None:
+                logger.info("call %s: %s side sent SDP without audio; keeping its last one",
+                            call.id, from_side)
+                sd = prev
+        else:
+            call.last_sdp[from_side] = sd
         end = audio_endpoint(sd)
         if end is not None and call.relay is not None:
             call.relay.set_remote(_leg(from_side), end)

@@ -384,6 +384,22 @@ async def test_hold_and_resume_reinvites_pass_through(pbx: PbxProcess) -> None:
     assert rec["disposition"] == "answered" and rec["hangup_by"] == "caller"
 
 
+@pytest.mark.asyncio
+async def test_answer_without_audio_does_not_kill_the_callers_audio(pbx: PbxProcess) -> None:
+    # The callee answers the hold re-INVITE with an SDP that has no m=audio line. Passed on,
+    # it would make the caller's phone stop its audio; the PBX keeps the callee's last SDP.
+    async with phone(pbx, "bob", _scenario("uas_reinvite_no_audio.xml")) as bob:
+        alice = caller_run(pbx, _scenario("uac_hold_resume.xml"), "102")
+        res = await run_sipp(alice)
+        got = await bob.wait(10)
+    assert got.ok, _why(got, pbx=pbx)
+    a_msgs = trace(res.messages)
+    answer = _one(a_msgs, sent=False, status=200, cseq="INVITE")
+    held = _one(a_msgs, sent=False, status=200, cseq="INVITE", nth=1)
+    assert held.sdp_port is not None and held.sdp_port == answer.sdp_port
+    assert "pbx" in pbx.log_text() and "SDP without audio" in pbx.log_text()
+
+
 # -- 6. SIP INFO DTMF ----------------------------------------------------------------------------
 
 
