@@ -224,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summary.render())
     if args.cprofile is not None:
         print()
-        print(render_cprofile(args.cprofile))
+        print(render_cprofile(args.cprofile, sum(cs.step.sipp.successful for cs in steps),
+                              "call"))
     failed = any(cs.step.sipp.failed or cs.callee.failed for cs in steps)
     return 1 if failed and args.quick else 0
 
