@@ -209,8 +209,10 @@ class CallController:
             to_number=req.uri.user or "", caller_user=caller.id,
             callee_user=callee.id if callee else None, started_at=started,
         ))
-        rec.emit(CallEnded(call_id=call_id, ended_at=_utcnow(), disposition=disposition,
-                           hangup_cause=cause, hangup_by="system", sip_code=code))
+        ended = _utcnow()
+        rec.emit(CallEnded(call_id=call_id, ended_at=ended, disposition=disposition,
+                           hangup_cause=cause, hangup_by="system", sip_code=code,
+                           duration=0.0, ring_seconds=(ended - started).total_seconds()))
 
     async def _start(self, call: Call, bindings: list[Binding]) -> None:
         app = self.app
@@ -360,7 +362,8 @@ class CallController:
         app.send_response(call.a_key, out, app.now())
         call.answered_at = _utcnow()
         call.answered_mono = app.now()
-        app.records.emit(CallAnswered(call.id, call.answered_at, call.callee.id))
+        app.records.emit(CallAnswered(call.id, call.answered_at, call.callee.id,
+                                      (call.answered_at - call.started).total_seconds()))
 
     def _relay_answer(self, call: Call, from_side: Side, body: bytes) -> bytes:
         """Latch the relay to the SDP ``from_side`` sent; return it rewritten for the other."""
@@ -625,7 +628,14 @@ class CallController:
             asyncio.get_running_loop().create_task(call.relay.close())
         if disposition != "answered":
             by = by or "system"
-        self.app.records.emit(CallEnded(call.id, _utcnow(), disposition, cause, by, code))
+        ended = _utcnow()
+        if call.answered_at is not None:
+            duration = (ended - call.answered_at).total_seconds()
+            ring = (call.answered_at - call.started).total_seconds()
+        else:
+            duration, ring = 0.0, (ended - call.started).total_seconds()
+        self.app.records.emit(CallEnded(call.id, ended, disposition, cause, by, code,
+                                        max(0.0, duration), ring))
 
     def _remember_ack(self, dialog: Dialog, ack: Request, peer: Peer) -> None:
         # Kept as long as the far side may retransmit its 2xx (Timer M, 64*T1, RFC 6026),

@@ -32,6 +32,8 @@ class CallAnswered:
     answered_at: datetime
     answered_by: str | None
     """User id of the party that answered."""
+    ring_seconds: float
+    """From the first INVITE to the answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,10 @@ class CallEnded:
     hangup_by: str | None
     """caller | callee | system"""
     sip_code: int | None
+    duration: float
+    """Talk time in seconds, answer to end; 0 for an unanswered call."""
+    ring_seconds: float
+    """From the first INVITE to the answer, or to the end for an unanswered call."""
 
 
 CallEvent = CallStarted | CallAnswered | CallEnded
