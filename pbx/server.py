@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crmsync.models import Base as CrmBase
-from crmsync.writer import apply_event
+from crmsync.writer import CallRecordFolder
 from media.relay import PortAllocator
 from media.udp import RtpRelay
 from sip.registrar import Registrar
@@ -38,13 +38,22 @@ logger = logging.getLogger("pbx")
 
 
 class DbRecordSink:
-    """Queues call-record events to the database writer; never blocks the call path."""
+    """Folds call-record events in memory; :meth:`flush` hands what changed to the writer.
+
+    ``emit`` never blocks the call path; the server calls ``flush`` every 200 ms.
+    """
 
     def __init__(self, db: WriteBehind) -> None:
         self._db = db
+        self._folder = CallRecordFolder()
 
     def emit(self, event: CallEvent) -> None:
-        self._db.submit(lambda session: apply_event(session, event))
+        self._folder.add(event)
+
+    def flush(self) -> None:
+        job = self._folder.flush()
+        if job is not None:
+            self._db.submit(job)
 
 
 def run(config: Config, config_path: Path, pidfile: Path | None) -> int:
@@ -105,8 +114,9 @@ class Pbx:
             max_message_size=sip.max_message_size, server_header=sip.user_agent,
         )
         bind_host = sip.listen[0].host
+        self.records = DbRecordSink(self.db)
         self.app = SipApp(
-            config, self.layer, self.relay, DbRecordSink(self.db), registration, self.auth,
+            config, self.layer, self.relay, self.records, registration, self.auth,
             self.transport.flush, self.transport.local_address, self.media_address,
             bind_host if bind_host != "::" else "::",
         )
@@ -117,11 +127,16 @@ class Pbx:
             logger.info("listening on %s:%s:%d", spec.transport, host, port)
         logger.info("media address %s, RTP ports %d-%d; %d registrations restored",
                     self.media_address, *config.media.rtp_ports, restored)
-        self._housekeeping = asyncio.get_running_loop().create_task(self._tick())
+        loop = asyncio.get_running_loop()
+        self._housekeeping = loop.create_task(self._tick())
+        self._record_flusher = loop.create_task(self._flush_records())
         # Everything allocated so far lives as long as the process: keep it out of the
-        # collector's generations so collections stay cheap under load.
+        # collector's generations, and collect the young generation less often, so that a
+        # collection over thousands of live calls does not stall the loop long enough for the
+        # SIP socket's buffer to overflow.
         gc.collect()
         gc.freeze()
+        gc.set_threshold(10_000, 50, 1_000)
 
     async def _tick(self) -> None:
         """Once a second: expire registrations (the registrar is pure, this is its clock) and
@@ -136,6 +151,15 @@ class Pbx:
                 self.transport.flush()
             except Exception:
                 logger.exception("housekeeping failed")
+
+    async def _flush_records(self) -> None:
+        """Every 200 ms: call records that changed go to the database in one statement."""
+        while True:
+            await asyncio.sleep(0.2)
+            try:
+                self.records.flush()
+            except Exception:
+                logger.exception("flushing call records failed")
 
     def _save_bindings(self) -> None:
         job = self.binding_writer.flush()
@@ -169,9 +193,11 @@ class Pbx:
             self.app.calls.hangup(call, "PBX shutting down")
         self.transport.flush()
         await asyncio.sleep(0.2)  # let the BYEs leave before the sockets close
-        self._housekeeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._housekeeping
+        for task in (self._housekeeping, self._record_flusher):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.records.flush()
         await self.transport.close()
         await self.relay.close()
         self._save_bindings()

@@ -8,8 +8,10 @@ the transaction user -> transmit what the layer queued -> re-arm the single time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -119,6 +121,7 @@ class SipTransport:
             transport, proto = await self._loop.create_datagram_endpoint(
                 lambda: _Udp(self), local_addr=(spec.host, spec.port)
             )
+            _grow_buffers(transport.get_extra_info("socket"))
             bound = transport.get_extra_info("sockname")[:2]
             self._udp[bound] = proto
             if self._default_udp is None:
@@ -271,6 +274,24 @@ class SipTransport:
             host, port = s.sockets[0].getsockname()[:2]
             return host, port
         raise RuntimeError("not listening")
+
+
+#: Socket buffer for the UDP listener: room for about 4,000 datagrams, so that a burst (or a
+#: garbage-collection pause) does not overflow the kernel's default of about 200.
+UDP_BUFFER = 4 * 1024 * 1024
+
+
+def _grow_buffers(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):
+        # SO_RCVBUFFORCE/SO_SNDBUFFORCE (Linux, 33/32) pass net.core.rmem_max for a privileged
+        # process; otherwise the plain option is capped at that sysctl (see operations.md).
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, UDP_BUFFER)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, plain, UDP_BUFFER)
 
 
 def _stamp_received(req: Request, peer: Peer) -> None:

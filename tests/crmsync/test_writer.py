@@ -1,0 +1,57 @@
+"""Call-record events folded into one row per call and written in batches."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from crmsync.models import Base, Call
+from crmsync.writer import CallRecordFolder
+from pbx.records import CallAnswered, CallEnded, CallStarted
+
+T0 = datetime(2026, 11, 21, 9, 0, 0)
+
+
+def _started(cid: str) -> CallStarted:
+    return CallStarted(cid, f"sip-{cid}", "internal", "101", "Alice", "102", "alice", "bob", T0)
+
+
+def _apply(engine: object, folder: CallRecordFolder) -> int:
+    job = folder.flush()
+    if job is None:
+        return 0
+    with Session(engine) as s, s.begin():  # type: ignore[call-overload]
+        job(s)
+    return 1
+
+
+def test_events_fold_into_one_row_across_flushes() -> None:
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    folder = CallRecordFolder()
+    folder.add(_started("c1"))
+    assert _apply(engine, folder) == 1
+    folder.add(CallAnswered("c1", T0 + timedelta(seconds=4), "bob", 4.0))
+    folder.add(CallEnded("c1", T0 + timedelta(seconds=64), "answered", "caller hung up",
+                         "caller", None, 60.0, 4.0))
+    # A call that starts and ends between two flushes is one row write.
+    folder.add(_started("c2"))
+    folder.add(CallEnded("c2", T0 + timedelta(seconds=9), "no_answer", "no answer", "system",
+                         480, 0.0, 9.0))
+    assert _apply(engine, folder) == 1
+    assert len(folder) == 0  # ended calls are forgotten once written
+    assert _apply(engine, folder) == 0
+    with Session(engine) as s:
+        rows = {c.id: c for c in s.scalars(select(Call))}
+    assert rows["c1"].disposition == "answered" and rows["c1"].duration == 60.0
+    assert rows["c1"].answered_by == "bob" and rows["c1"].ring_seconds == 4.0
+    assert rows["c2"].disposition == "no_answer" and rows["c2"].sip_code == 480
+    assert rows["c2"].answered_at is None
+
+
+def test_events_of_an_unknown_call_are_ignored() -> None:
+    folder = CallRecordFolder()
+    folder.add(CallAnswered("nope", T0, "bob", 1.0))
+    assert folder.flush() is None
