@@ -28,7 +28,7 @@ from sip.transport import ListenSpec, SipTransport
 from .auth import Authenticator
 from .bindings import BindingWriter, load_bindings
 from .bindings import metadata as bindings_metadata
-from .config import Config, ConfigError, load_config, merge_reload
+from .config import Config, ConfigError, User, load_config, merge_reload
 from .db import WriteBehind, open_engine
 from .records import CallEvent
 from .registration import RegistrationService
@@ -101,14 +101,13 @@ class Pbx:
         self.relay = RtpRelay(PortAllocator(*config.media.rtp_ports))
         self.media_address = config.advertised_address()
 
-        def find_user(name: str) -> object:
+        def find_user(name: str) -> User | None:
             return self.app.find_user(name)
 
-        self.auth = Authenticator(sip.realm, sip.nonce_ttl, find_user,  # type: ignore[arg-type]
+        self.auth = Authenticator(sip.realm, sip.nonce_ttl, find_user,
                                   algorithms=sip.auth_algorithms)
         self.binding_writer = BindingWriter()
-        registration = RegistrationService(registrar, self.auth, find_user,  # type: ignore[arg-type]
-                                           self.binding_writer)
+        registration = RegistrationService(registrar, self.auth, find_user, self.binding_writer)
         self.transport = SipTransport(
             self.layer, lambda ev: self.app.handle(ev),
             max_message_size=sip.max_message_size, server_header=sip.user_agent,

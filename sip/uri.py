@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
 
 from .headers import format_params, is_token, parse_params, quote, unquote
@@ -54,9 +54,6 @@ class SipUri:
             return f"{self.scheme}:{self.opaque}"
         user = f"{self.user}@" if self.user is not None else ""
         return f"sip:{user}{self.host.lower()}"
-
-    def with_(self, **changes: object) -> SipUri:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
         if not self.is_sip:
