@@ -195,6 +195,10 @@ class SipApp:
             detail = str(e)[:100].replace('"', "'")
             resp.headers.add("Warning", f'399 pbx "{detail}"')
             self.send_response(key, resp)
+        except Exception:
+            # A fault of ours must not leave the phone retransmitting into silence.
+            logger.exception("error handling %s %s", req.method, req.call_id)
+            self.send_response(key, req.response(500, to_tag=new_tag()))
 
     def _dispatch(self, req: Request, peer: Peer, key: str) -> None:
         method = req.method
