@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from register_rate import (
+from harness import (
     BENCH_SCENARIOS,
     LOAD_HEADERS,
     PBX_CORE,
@@ -43,25 +43,27 @@ from register_rate import (
     BenchPbx,
     BenchUser,
     LoadWindow,
-    Profiler,
-    ProfileSummary,
     SippOutcome,
     SippProcess,
     StepResult,
     add_common_arguments,
     auth_keyword,
-    cprofile_args,
     load_columns,
     machine_description,
     make_users,
-    render_cprofile,
     render_table,
     require_tools,
     rss_mib,
     run_sipp,
-    summarise_profile,
     wait_for_quiet,
     write_injection,
+)
+from profiling import (
+    Profiler,
+    ProfileSummary,
+    cprofile_args,
+    render_cprofile,
+    summarise_profile,
 )
 
 from tests.peers.ports import free_port, free_port_block
