@@ -3,7 +3,7 @@
 Usage: python bench/call_rate.py [--rates 100 300 600 1000] [--seconds 10] [--callers 1000]
                                  [--callees 100] [--hold-ms 100] [--profile RATE] [--quick]
 
-The PBX runs pinned to core 0 and SIPp to core 1, with the harness of ``register_rate.py``
+The PBX runs pinned to core 0 and SIPp to core 1, with the harness of ``harness.py``
 (generated users, MD5 offered first, warnings only, SQLite in a temporary directory, a 20,000-port
 RTP range below the ephemeral ports). ``--callees`` users are registered from one SIPp port,
 where a SIPp UAS (``bench/sipp_scenarios/uas_answer_bench.xml``) then answers every call the

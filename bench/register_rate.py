@@ -19,8 +19,9 @@ threads, from /proc/PID/stat) and memory, SIPp's CPU use, and the median respons
 
 ``--profile RATE`` adds one more step at RATE with ``py-spy record`` attached to the PBX (pip
 package ``py-spy``) and prints the top functions by self and by cumulative samples.
-Every process started here is bounded in time and stopped by its PID. ``call_rate.py`` reuses
-the harness below (PBX process, SIPp step, CPU sampling, profile summary).
+Every process started here is bounded in time and stopped by its PID. The harness (PBX process,
+SIPp step, CPU sampling) is in ``harness.py`` and the profile summaries in ``profiling.py``,
+shared with ``call_rate.py``.
 """
 
 from __future__ import annotations
