@@ -245,7 +245,7 @@ class SipApp:
         resp = self.make_response(req, 200, to_tag=new_tag())
         resp.headers.add("Allow", ALLOW)
         resp.headers.add("Accept", "application/sdp")
-        resp.headers.add("Supported", "outbound, path")
+        resp.headers.add("Supported", "outbound")
         self.send_response(key, resp, self.now())
 
     def _invite(self, req: Request, peer: Peer, key: str) -> None:
