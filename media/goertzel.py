@@ -120,8 +120,9 @@ class ToneTracker:
     """Block-level DTMF decisions and the hit-run state machine behind ``InbandDetector``."""
 
     def __init__(self, sample_rate: int, settings: DetectorSettings) -> None:
-        if sample_rate <= 0:
-            raise ValueError(f"sample rate must be positive, got {sample_rate}")
+        if sample_rate < 8000:
+            # The 3266 Hz harmonic filter (2 x 1633 Hz) needs a Nyquist frequency above it.
+            raise ValueError(f"sample rate must be at least 8000 Hz, got {sample_rate}")
         scale = sample_rate / 8000.0
         self.block = max(16, round(BLOCK * scale))
         self.hop = max(8, round(HOP * scale))

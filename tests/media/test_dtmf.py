@@ -452,6 +452,48 @@ def test_near_dtmf_chord_without_harmonics_is_still_rejected_by_the_third_note()
     assert _detect(_through_ulaw(TONE_AMPLITUDE * np.asarray(chord))) == []
 
 
+def test_no_digits_in_the_hold_music() -> None:
+    soundfile = pytest.importorskip("soundfile")
+    path = Path(__file__).resolve().parents[2] / "media" / "assets" / "hold_music.flac"
+    if not path.exists():
+        pytest.skip("hold music asset not present")
+    samples, rate = soundfile.read(str(path), dtype="int16")
+    assert rate == RATE
+    assert _detect(_through_ulaw(np.asarray(samples, dtype=np.float64).reshape(-1))) == []
+
+
+@pytest.mark.parametrize(
+    "freqs",
+    [(350.0, 440.0), (440.0, 480.0), (480.0, 620.0), (400.0, 450.0), (425.0,), (1000.0,)],
+    ids=["us-dial", "us-ringback", "us-busy", "uk-ringback", "eu-tone", "beep"],
+)
+def test_no_digits_in_call_progress_tones(freqs: tuple[float, ...]) -> None:
+    # Dual-tone call-progress signals (ITU-T E.180) at full call level must not look like keys.
+    n = np.arange(2 * RATE)
+    signal = sum(TONE_AMPLITUDE * 2 * np.sin(2 * np.pi * f * n / RATE) for f in freqs)
+    assert _detect(_through_ulaw(np.asarray(signal))) == []
+
+
+@pytest.mark.parametrize("rate", [16000, 11025])
+def test_other_sample_rates(rate: int) -> None:
+    rng = np.random.default_rng(15)
+    n = np.arange(rate // 10)
+    gap = np.zeros(rate // 10)
+    parts = []
+    for key in "19#D":
+        row = next(r for r, keys in enumerate(KEYPAD) if key in keys)
+        col = KEYPAD[row].index(key)
+        low = np.sin(2 * np.pi * LOW_FREQS[row] * n / rate)
+        high = np.sin(2 * np.pi * HIGH_FREQS[col] * n / rate)
+        parts += [TONE_AMPLITUDE * (low + high), gap]
+    signal = np.concatenate(parts) + rng.normal(0, TONE_AMPLITUDE / 10, len(parts) * len(n))
+    got = _detect(np.rint(signal).astype(np.int16), 320, InbandDetector(rate))
+    assert "".join(d.digit for d in got) == "19#D"
+    assert all(90 <= d.duration_ms <= 110 for d in got)
+    with pytest.raises(ValueError, match="8000"):
+        InbandDetector(4000)
+
+
 def test_feed_rejects_wrong_dtype() -> None:
     with pytest.raises(TypeError, match="int16"):
         InbandDetector().feed(np.zeros(160))  # type: ignore[arg-type]
