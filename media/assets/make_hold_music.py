@@ -72,11 +72,11 @@ def render() -> NDArray[np.int16]:
         # Bass an octave below the chord root, twice per chord; harmonics make it audible on
         # handsets that cut everything below about 300 Hz.
         for beat in (0.0, 3.0):
-            pluck = voice(hz(bass), 3.0, [0.6, 0.8, 0.5, 0.3], 0.02, 1.2, 0.3)
+            pluck = voice(hz(bass), 3.0, [0.6, 0.8, 0.5, 0.3], 0.03, 1.2, 0.3)
             add_circular(buf, start + int(beat * RATE), 0.22 * pluck)
-        # Bell arpeggio: soft, fast attack, quick decay.
+        # Bell arpeggio: soft 20 ms attack (no click), quick decay.
         for j, which in enumerate(ARPEGGIO):
-            bell = voice(hz(pad[which] + 12), 1.5, [1.0, 0.0, 0.15], 0.005, 0.35, 0.2)
+            bell = voice(hz(pad[which] + 12), 1.5, [1.0, 0.0, 0.15], 0.02, 0.35, 0.2)
             add_circular(buf, start + int(j * 0.75 * RATE), 0.12 * bell)
     buf /= np.abs(buf).max()
     buf *= 0.5  # -6 dBFS peak: comfortable level after G.711
