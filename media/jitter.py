@@ -144,6 +144,11 @@ class JitterBuffer:
         if pending is not None and seq_diff(seq, pending[0]) == 1:
             self.overflowed += len(self._packets)
             self.resyncs += 1
+            if self.capacity < 2:
+                # Only the newer packet fits: the confirming one starts the new stream.
+                self.overflowed += 1
+                self._restart(seq, timestamp, payload)
+                return True
             self._restart(pending[0], pending[1], pending[2])
             self._packets[seq] = (timestamp & 0xFFFFFFFF, payload)
             return True
