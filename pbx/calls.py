@@ -17,16 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from media.relay import Leg, NoPortsError
 from media.sdp import (
     SdpError,
     SessionDescription,
     audio_endpoint,
-    direction,
     rewrite_for_anchor,
 )
 from sip.dialog import Dialog, new_call_id, new_tag
@@ -35,97 +33,29 @@ from sip.registrar import Binding
 from sip.transaction import Peer
 from sip.uri import Address, SipUri
 
+from .callstate import (
+    ALLOW,
+    FORWARDED_METHODS,
+    Call,
+    Fork,
+    Forwarded,
+    Side,
+    best_failure,
+    is_hold,
+    leg_of,
+    max_forwards,
+    media_summary,
+    other_side,
+    utcnow,
+)
 from .records import CallAnswered, CallEnded, CallStarted
 
 if TYPE_CHECKING:
-    from media.udp import RelayHandle
 
     from .config import User
     from .sipapp import SipApp
 
 logger = logging.getLogger(__name__)
-
-Side = Literal["a", "b"]
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
-_FORWARDED = frozenset({"INFO", "UPDATE", "MESSAGE", "OPTIONS", "NOTIFY"})
-
-
-def _utcnow() -> datetime:
-    # SQLite drops time zones: records store naive UTC.
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-@dataclass(slots=True)
-class Fork:
-    """One B-leg INVITE to one registered contact of the callee."""
-
-    key: str
-    invite: Request
-    peer: Peer
-    provisional: bool = False
-    done: bool = False
-    cancel_pending: bool = False
-    status: int | None = None
-    ack: Request | None = None
-
-
-@dataclass(slots=True)
-class Forwarded:
-    """An in-dialog request re-issued on the other leg, waiting for its answer."""
-
-    call: Call
-    origin: Side
-    origin_key: str
-    origin_request: Request
-    request: Request
-
-
-@dataclass(slots=True)
-class Call:
-    id: str
-    caller: User
-    callee: User
-    a_invite: Request
-    a_key: str
-    a_peer: Peer
-    a_tag: str
-    a_offer: SessionDescription
-    started: datetime
-    state: Literal["setup", "ringing", "answered", "ended"] = "setup"
-    forks: dict[str, Fork] = field(default_factory=dict)
-    relay: RelayHandle | None = None
-    a_dialog: Dialog | None = None
-    b_dialog: Dialog | None = None
-    b_peer: Peer | None = None
-    b_ack: Request | None = None
-    ring_timer: asyncio.TimerHandle | None = None
-    sdp_version: dict[Side, int] = field(default_factory=lambda: {"a": 0, "b": 0})
-    sdp_session: int = 0
-    reinvite_pending: bool = False
-    max_forwards: int = 70
-    """Max-Forwards for requests we send on the B legs: the caller's value minus one, so that
-    two PBXs routing calls to each other cannot loop forever (RFC 7332 3)."""
-    answered_at: datetime | None = None
-    answered_mono: float = 0.0
-    last_sdp: dict[Side, SessionDescription] = field(default_factory=dict)
-    """The last SDP with an audio stream each side sent (see _relay_answer)."""
-    held: bool = False
-    """The last offer in the call put one side on hold (RTP may stop: no media timeout)."""
-
-    def dialog(self, side: Side) -> Dialog | None:
-        return self.a_dialog if side == "a" else self.b_dialog
-
-    def peer(self, side: Side) -> Peer | None:
-        return self.a_peer if side == "a" else self.b_peer
-
-
-def _other(side: Side) -> Side:
-    return "b" if side == "a" else "a"
-
-
-def _leg(side: Side) -> Leg:
-    return Leg.A if side == "a" else Leg.B
-
 
 class CallController:
     def __init__(self, app: SipApp) -> None:
@@ -145,7 +75,7 @@ class CallController:
         target = req.uri.user or ""
         callee = app.find_user(target)
         call_id = str(uuid.uuid4())
-        started = _utcnow()
+        started = utcnow()
         if callee is None:
             self._record_attempt(call_id, req, caller, None, started, 404, "failed",
                                  "number not found")
@@ -209,7 +139,7 @@ class CallController:
             to_number=req.uri.user or "", caller_user=caller.id,
             callee_user=callee.id if callee else None, started_at=started,
         ))
-        ended = _utcnow()
+        ended = utcnow()
         rec.emit(CallEnded(call_id=call_id, ended_at=ended, disposition=disposition,
                            hangup_cause=cause, hangup_by="system", sip_code=code,
                            duration=0.0, ring_seconds=(ended - started).total_seconds()))
@@ -267,7 +197,7 @@ class CallController:
         assert call.relay is not None
         call.sdp_version[side] += 1
         out = rewrite_for_anchor(
-            sd, self.app.media_address, call.relay.port(_leg(side)),
+            sd, self.app.media_address, call.relay.port(leg_of(side)),
             call.sdp_session + (1 if side == "b" else 0), call.sdp_version[side],
         )
         return bytes(out)
@@ -314,7 +244,7 @@ class CallController:
         fork.status = code
         self._forks.pop(fork.key, None)
         if call.state == "ringing" and all(f.done for f in call.forks.values()):
-            best = _best_failure([f.status or 500 for f in call.forks.values()])
+            best = best_failure([f.status or 500 for f in call.forks.values()])
             disposition = {486: "busy", 600: "busy", 603: "rejected"}.get(best, "failed")
             if best in (408, 480, 487):
                 disposition = "no_answer"
@@ -360,7 +290,7 @@ class CallController:
         call.a_dialog = a_dialog
         self._dialogs[(a_dialog.call_id, a_dialog.local_tag)] = (call, "a")
         app.send_response(call.a_key, out, app.now())
-        call.answered_at = _utcnow()
+        call.answered_at = utcnow()
         call.answered_mono = app.now()
         app.records.emit(CallAnswered(call.id, call.answered_at, call.callee.id,
                                       (call.answered_at - call.started).total_seconds()))
@@ -385,8 +315,8 @@ class CallController:
             call.last_sdp[from_side] = sd
         end = audio_endpoint(sd)
         if end is not None and call.relay is not None:
-            call.relay.set_remote(_leg(from_side), end)
-        return self._sdp_for(call, _other(from_side), sd)
+            call.relay.set_remote(leg_of(from_side), end)
+        return self._sdp_for(call, other_side(from_side), sd)
 
     def _cancel_fork(self, fork: Fork, call: Call, *, completed_elsewhere: bool) -> None:
         # RFC 3261 9.1: a CANCEL may only be sent once a provisional response arrived.
@@ -458,7 +388,7 @@ class CallController:
         method = req.method
         if method == "BYE":
             app.respond(key, req, 200)
-            other = _other(side)
+            other = other_side(side)
             od, op = call.dialog(other), call.peer(other)
             if od is not None and op is not None:
                 self._send_bye(od, op)
@@ -473,7 +403,7 @@ class CallController:
             call.reinvite_pending = True
             self._forward(call, side, key, req)
             return True
-        if method in _FORWARDED:
+        if method in FORWARDED_METHODS:
             self._forward(call, side, key, req)
             return True
         resp = app.make_response(req, 405)
@@ -483,7 +413,7 @@ class CallController:
 
     def _forward(self, call: Call, side: Side, key: str, req: Request) -> None:
         app = self.app
-        other = _other(side)
+        other = other_side(side)
         od, op = call.dialog(other), call.peer(other)
         if od is None or op is None:
             app.respond(key, req, 481)
@@ -491,7 +421,7 @@ class CallController:
         body = req.body
         if body and req.content_type == "application/sdp":
             if req.method in ("INVITE", "UPDATE"):
-                call.held = _is_hold(body)
+                call.held = is_hold(body)
             body = self._relay_answer(call, side, body) or body
         fwd = od.create_request(req.method, app.contact(op), body=body)
         fwd.headers.set("Max-Forwards", str(max(0, max_forwards(req) - 1)))
@@ -511,7 +441,7 @@ class CallController:
         final = resp.status >= 200
         if final:
             self._forwarded.pop(key, None)
-        other = _other(fw.origin)
+        other = other_side(fw.origin)
         is_invite = fw.request.method == "INVITE"
         if is_invite and final:
             call.reinvite_pending = False
@@ -624,11 +554,11 @@ class CallController:
         if call.relay is not None:
             if logger.isEnabledFor(logging.INFO):
                 logger.info("call %s ended: %s (%s)%s", call.id, disposition, cause,
-                            _media_summary(call.relay))
+                            media_summary(call.relay))
             asyncio.get_running_loop().create_task(call.relay.close())
         if disposition != "answered":
             by = by or "system"
-        ended = _utcnow()
+        ended = utcnow()
         if call.answered_at is not None:
             duration = (ended - call.answered_at).total_seconds()
             ring = (call.answered_at - call.started).total_seconds()
@@ -649,38 +579,3 @@ class CallController:
                 del self._acks[k]
 
         asyncio.get_running_loop().call_later(64 * self.app.t1 + 1.0, forget)
-
-
-def _media_summary(relay: RelayHandle) -> str:
-    """One line of what the relay saw, for the end-of-call log (per call, not per packet)."""
-    st = relay.stats()
-    parts = []
-    for name, leg in (("caller", st.a), ("callee", st.b)):
-        drops = leg.dropped_foreign + leg.dropped_no_remote + leg.dropped_no_peer
-        parts.append(f"{name} sent {leg.rtp_packets} RTP from {leg.latched}"
-                     f" (to {leg.remote}, {drops} dropped: {leg.dropped_foreign} foreign,"
-                     f" {leg.dropped_no_remote} early, {leg.dropped_no_peer} no peer)")
-    return "; " + "; ".join(parts)
-
-
-def max_forwards(req: Request) -> int:
-    """The request's Max-Forwards (70 when absent, as RFC 2543 clients may send none)."""
-    v = req.headers.get("Max-Forwards")
-    return int(v) if v is not None and v.isdigit() else 70
-
-
-def _is_hold(body: bytes) -> bool:
-    try:
-        return direction(SessionDescription.parse(body)) != "sendrecv"
-    except SdpError:
-        return False
-
-
-def _best_failure(codes: list[int]) -> int:
-    """RFC 3261 16.7 step 6, simplified: 6xx wins, then busy, then the lowest class."""
-    six = [c for c in codes if c >= 600]
-    if six:
-        return six[0]
-    if 486 in codes:
-        return 486
-    return min(codes, key=lambda c: (c // 100 != 4, c == 408, c))

@@ -33,7 +33,8 @@ from sip.uri import Address, SipUri
 from sip.via import Via
 
 from .auth import Authenticator, Challenge
-from .calls import ALLOW, CallController, max_forwards
+from .calls import CallController
+from .callstate import ALLOW, max_forwards
 from .records import RecordSink
 from .registration import RegistrationService, source_to_peer
 

@@ -1,0 +1,136 @@
+"""The state of a B2BUA call (legs, forks, relayed requests) and pure helpers of the controller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from media.relay import Leg
+from media.sdp import SdpError, SessionDescription, direction
+from sip.dialog import Dialog
+from sip.message import Request
+from sip.transaction import Peer
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from media.udp import RelayHandle
+
+    from .config import User
+
+Side = Literal["a", "b"]
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
+FORWARDED_METHODS = frozenset({"INFO", "UPDATE", "MESSAGE", "OPTIONS", "NOTIFY"})
+
+
+def utcnow() -> datetime:
+    # SQLite drops time zones: records store naive UTC.
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(slots=True)
+class Fork:
+    """One B-leg INVITE to one registered contact of the callee."""
+
+    key: str
+    invite: Request
+    peer: Peer
+    provisional: bool = False
+    done: bool = False
+    cancel_pending: bool = False
+    status: int | None = None
+    ack: Request | None = None
+
+
+@dataclass(slots=True)
+class Forwarded:
+    """An in-dialog request re-issued on the other leg, waiting for its answer."""
+
+    call: Call
+    origin: Side
+    origin_key: str
+    origin_request: Request
+    request: Request
+
+
+@dataclass(slots=True)
+class Call:
+    id: str
+    caller: User
+    callee: User
+    a_invite: Request
+    a_key: str
+    a_peer: Peer
+    a_tag: str
+    a_offer: SessionDescription
+    started: datetime
+    state: Literal["setup", "ringing", "answered", "ended"] = "setup"
+    forks: dict[str, Fork] = field(default_factory=dict)
+    relay: RelayHandle | None = None
+    a_dialog: Dialog | None = None
+    b_dialog: Dialog | None = None
+    b_peer: Peer | None = None
+    b_ack: Request | None = None
+    ring_timer: asyncio.TimerHandle | None = None
+    sdp_version: dict[Side, int] = field(default_factory=lambda: {"a": 0, "b": 0})
+    sdp_session: int = 0
+    reinvite_pending: bool = False
+    max_forwards: int = 70
+    """Max-Forwards for requests we send on the B legs: the caller's value minus one, so that
+    two PBXs routing calls to each other cannot loop forever (RFC 7332 3)."""
+    answered_at: datetime | None = None
+    answered_mono: float = 0.0
+    last_sdp: dict[Side, SessionDescription] = field(default_factory=dict)
+    """The last SDP with an audio stream each side sent (see _relay_answer)."""
+    held: bool = False
+    """The last offer in the call put one side on hold (RTP may stop: no media timeout)."""
+
+    def dialog(self, side: Side) -> Dialog | None:
+        return self.a_dialog if side == "a" else self.b_dialog
+
+    def peer(self, side: Side) -> Peer | None:
+        return self.a_peer if side == "a" else self.b_peer
+
+
+def other_side(side: Side) -> Side:
+    return "b" if side == "a" else "a"
+
+
+def leg_of(side: Side) -> Leg:
+    return Leg.A if side == "a" else Leg.B
+
+
+def media_summary(relay: RelayHandle) -> str:
+    """One line of what the relay saw, for the end-of-call log (per call, not per packet)."""
+    st = relay.stats()
+    parts = []
+    for name, leg in (("caller", st.a), ("callee", st.b)):
+        drops = leg.dropped_foreign + leg.dropped_no_remote + leg.dropped_no_peer
+        parts.append(f"{name} sent {leg.rtp_packets} RTP from {leg.latched}"
+                     f" (to {leg.remote}, {drops} dropped: {leg.dropped_foreign} foreign,"
+                     f" {leg.dropped_no_remote} early, {leg.dropped_no_peer} no peer)")
+    return "; " + "; ".join(parts)
+
+
+def max_forwards(req: Request) -> int:
+    """The request's Max-Forwards (70 when absent, as RFC 2543 clients may send none)."""
+    v = req.headers.get("Max-Forwards")
+    return int(v) if v is not None and v.isdigit() else 70
+
+
+def is_hold(body: bytes) -> bool:
+    try:
+        return direction(SessionDescription.parse(body)) != "sendrecv"
+    except SdpError:
+        return False
+
+
+def best_failure(codes: list[int]) -> int:
+    """RFC 3261 16.7 step 6, simplified: 6xx wins, then busy, then the lowest class."""
+    six = [c for c in codes if c >= 600]
+    if six:
+        return six[0]
+    if 486 in codes:
+        return 486
+    return min(codes, key=lambda c: (c // 100 != 4, c == 408, c))
