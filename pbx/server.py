@@ -145,6 +145,7 @@ class Pbx:
             try:
                 self.app.registration.expire(time.time())
                 self._save_bindings()
+                self.transport.close_stalled()
                 self.app.calls.check_media(asyncio.get_running_loop().time(),
                                            self.config.media.rtp_timeout)
                 self.transport.flush()

@@ -85,6 +85,11 @@ class StreamFramer:
             del buf[:total]
         return out
 
+    @property
+    def pending(self) -> int:
+        """Bytes of a message received only in part."""
+        return len(self._buf)
+
     def _fail(self, out: list[StreamEvent], reason: str) -> list[StreamEvent]:
         self._failed = True
         self._buf.clear()

@@ -56,6 +56,8 @@ class _Tcp(asyncio.Protocol):
         self.framer = StreamFramer(owner.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
+        #: loop time since when a message has been received only in part (None: nothing pending)
+        self.partial_since: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -75,6 +77,11 @@ class _Tcp(asyncio.Protocol):
                 logger.info("closing %s: %s", self.peer.addr, ev.reason)
                 self.transport.close()
                 return
+        if self.framer.pending:
+            if self.partial_since is None:
+                self.partial_since = self._owner._loop.time()
+        else:
+            self.partial_since = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner._conns.pop(self.conn_id, None)
@@ -191,6 +198,21 @@ class SipTransport:
         if self.on_connection_closed is not None:
             self.on_connection_closed(peer)
         self.flush()
+
+    def close_stalled(self, older_than: float = 30.0) -> int:
+        """Close stream connections holding a partial message for longer than ``older_than``
+        seconds (a client trickling bytes must not hold a connection forever). Idle
+        connections with nothing pending, such as registered phones between keep-alives, stay.
+        """
+        limit = self._loop.time() - older_than
+        stalled = [c for c in self._conns.values()
+                   if c.partial_since is not None and c.partial_since < limit]
+        for c in stalled:
+            if c.transport is not None:
+                logger.info("closing %s: partial message for over %.0f s",
+                            c.peer.addr if c.peer else "?", older_than)
+                c.transport.close()
+        return len(stalled)
 
     # -- the fixed loop ----------------------------------------------------------------------
     def flush(self) -> None:
