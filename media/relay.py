@@ -164,6 +164,7 @@ class RelaySession:
         "_expected",
         "_last_rx",
         "_latched",
+        "_muted",
         "_packets",
         "_routes",
     )
@@ -181,6 +182,12 @@ class RelaySession:
         self._dropped_no_peer = [0, 0]
         self._dropped_congested = [0, 0]
         self._last_rx: list[float | None] = [None, None]
+        self._muted = [False, False]
+
+    def mute(self, leg: Leg, muted: bool) -> None:
+        """Stop (or resume) forwarding what ``leg``'s phone sends; it is still latched and
+        counted. Used while the PBX itself plays to the other leg (music on hold)."""
+        self._muted[leg] = muted
 
     def set_remote(
         self, leg: Leg, addr: Address | None, rtcp_addr: Address | None = None
@@ -230,6 +237,8 @@ class RelaySession:
             self._dropped_foreign[leg] += 1
             return None
         self._last_rx[leg] = now
+        if self._muted[leg]:
+            return None
         route = self._routes[i ^ 2]
         if route is None:
             self._dropped_no_peer[leg] += 1

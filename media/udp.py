@@ -129,6 +129,22 @@ class RelayHandle:
             None if rtcp_addr is None else self._for_socket(rtcp_addr),
         )
 
+    def mute(self, leg: Leg, muted: bool) -> None:
+        """Stop (or resume) forwarding the media ``leg``'s phone sends to the other leg."""
+        self._core.mute(leg, muted)
+
+    def send_rtp(self, leg: Leg, data: bytes) -> bool:
+        """Send an RTP packet of the PBX's own to ``leg``'s phone, from that leg's RTP port (so
+        it arrives from where the phone expects media). False if the phone's address is not
+        known yet or the socket is full."""
+        dest = self._core.remote(leg)
+        endpoint = self._endpoints[leg * 2]
+        transport = endpoint.transport
+        if dest is None or transport is None or not endpoint.writable or self._closed:
+            return False
+        transport.sendto(data, dest)
+        return True
+
     def stats(self) -> RelayStats:
         """A snapshot of the packet counters of both legs."""
         return self._core.stats()

@@ -20,6 +20,8 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from media.g711 import Codec, get_codec
+from media.player import RtpStream
 from media.relay import Leg, NoPortsError
 from media.sdp import (
     SdpError,
@@ -421,7 +423,9 @@ class CallController:
         body = req.body
         if body and req.content_type == "application/sdp":
             if req.method in ("INVITE", "UPDATE"):
-                call.held = is_hold(body)
+                was_held, call.held = call.held, is_hold(body)
+                if call.held != was_held:
+                    self._hold_music(call, side, call.held)
             body = self._relay_answer(call, side, body) or body
         fwd = od.create_request(req.method, app.contact(op), body=body)
         fwd.headers.set("Max-Forwards", str(max(0, max_forwards(req) - 1)))
@@ -465,6 +469,26 @@ class CallController:
         if is_invite and resp.status < 300:
             out.headers.add("Contact", str(app.contact(call.peer(fw.origin) or call.a_peer)))
         app.send_response(fw.origin_key, out, app.now())
+
+    def _hold_music(self, call: Call, holder: Side, on: bool) -> None:
+        """While ``holder`` has the call on hold, the PBX plays music to the other phone and
+        does not forward whatever the holding phone sends (its own music or silence)."""
+        app = self.app
+        relay = call.relay
+        if relay is None:
+            return
+        if not on:
+            app.playback.stop(call.id)
+            relay.mute(leg_of(holder), False)
+            return
+        codec = _g711(call.last_sdp.get("b"))
+        if codec is None or app.hold_music is None:
+            logger.info("call %s: no G.711 codec agreed, no music on hold", call.id)
+            return
+        held_leg = leg_of(other_side(holder))
+        relay.mute(leg_of(holder), True)
+        app.playback.play(call.id, RtpStream(app.hold_music(), codec),
+                          lambda data: relay.send_rtp(held_leg, data))
 
     def on_ack(self, req: Request) -> None:
         """ACKs for our 2xx answers need no action: the far leg was ACKed when it answered."""
@@ -551,6 +575,7 @@ class CallController:
         for d in (call.a_dialog, call.b_dialog):
             if d is not None:
                 self._dialogs.pop((d.call_id, d.local_tag), None)
+        self.app.playback.stop(call.id)
         if call.relay is not None:
             if logger.isEnabledFor(logging.INFO):
                 logger.info("call %s ended: %s (%s)%s", call.id, disposition, cause,
@@ -579,3 +604,14 @@ class CallController:
                 del self._acks[k]
 
         asyncio.get_running_loop().call_later(64 * self.app.t1 + 1.0, forget)
+
+
+def _g711(sd: SessionDescription | None) -> Codec | None:
+    """The G.711 codec the answer agreed on (its first audio format that is PCMU or PCMA)."""
+    audio = sd.audio if sd is not None else None
+    if audio is None:
+        return None
+    for fmt in audio.formats:
+        if fmt in ("0", "8"):
+            return get_codec(int(fmt))
+    return None

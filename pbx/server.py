@@ -20,6 +20,7 @@ from pathlib import Path
 from crmsync.models import Base as CrmBase
 from crmsync.writer import CallRecordFolder
 from media.relay import PortAllocator
+from media.sources import default_hold_music
 from media.udp import RtpRelay
 from sip.registrar import Registrar
 from sip.transaction import TimerSettings, TransactionLayer
@@ -119,6 +120,9 @@ class Pbx:
             self.transport.flush, self.transport.local_address, self.media_address,
             bind_host if bind_host != "::" else "::",
         )
+        # Decoded once here (file I/O off the loop); each held call gets its own looping copy.
+        await asyncio.to_thread(default_hold_music)
+        self.app.hold_music = default_hold_music
         for spec in sip.listen:
             host, port = await self.transport.listen(ListenSpec(spec.transport, spec.host,
                                                                 spec.port))
@@ -198,6 +202,7 @@ class Pbx:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.records.flush()
+        self.app.playback.close()
         await self.transport.close()
         await self.relay.close()
         self._save_bindings()

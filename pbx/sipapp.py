@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from media.playback import PlaybackEngine
+from media.player import FrameSource
 from sip.dialog import new_tag
 from sip.errors import LocalSipError, ParseError
 from sip.message import Request, Response
@@ -77,6 +79,9 @@ class SipApp:
         self.media_address = media_address
         self.media_bind_host = media_bind_host
         self.calls = CallController(self)
+        self.playback = PlaybackEngine()
+        #: Makes the source played to a party on hold (None: no music on hold).
+        self.hold_music: Callable[[], FrameSource] | None = None
         self._loop = asyncio.get_running_loop()
         self.apply_config(config)
 

@@ -81,3 +81,41 @@ async def test_hold_and_resume_pass_through(pbx: PbxProcess) -> None:
         assert abs(await alice.received_frequency(expect=1000, timeout=10) - 1000) <= 20
         await bob.hangup()
         await alice.wait_for("closed", timeout=10)
+
+
+@pytest.mark.asyncio
+async def test_party_on_hold_hears_the_pbx_music(pbx: PbxProcess) -> None:
+    a_ext, a_pw, _ = USERS["alice"]
+    b_ext, b_pw, _ = USERS["bob"]
+    async with Phone.start(name="alice") as alice, Phone.start(name="bob") as bob:
+        await alice.register(pbx.address, a_ext, a_pw, domain="pbx.test")
+        await bob.register(pbx.address, b_ext, b_pw, domain="pbx.test")
+        await alice.dial(f"sip:{b_ext}@{pbx.address}")
+        await bob.wait_for("incoming", timeout=10)
+        await bob.answer()
+        await alice.wait_for("established", timeout=10)
+        # 2 kHz is far from every note of the hold music.
+        await alice.tone(2000)
+        assert abs(await bob.received_frequency(expect=2000, timeout=10) - 2000) <= 20
+
+        await alice.hold()
+        await asyncio.sleep(0.6)  # let reports from before the hold pass
+        start = len(bob.events)
+        await asyncio.sleep(3.0)
+        during = [e for e in bob.events[start:] if e.get("event") == "audio"]
+        assert during, bob.describe()
+        # Bob hears music from the PBX: sound, and none of it alice's tone.
+        assert all(float(e["rms"]) > 100 for e in during), during
+        assert all(abs(float(e["freq"]) - 2000) > 100 for e in during), during
+        # The hold music is in C major: what bob hears sits on the notes of that scale.
+        white_keys = [440 * 2 ** ((n - 69) / 12) for n in range(36, 96) if n % 12 in
+                      (0, 2, 4, 5, 7, 9, 11)]
+        for e in during:
+            f = float(e["freq"])
+            assert min(abs(f - k) / k for k in white_keys) < 0.02, during
+
+        await alice.resume()
+        # Off hold: the music stops and alice's own audio is forwarded again.
+        assert abs(await bob.received_frequency(expect=2000, timeout=10) - 2000) <= 20
+        await alice.hangup()
+        await bob.wait_for("closed", timeout=10)
