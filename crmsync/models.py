@@ -36,3 +36,5 @@ class Call(Base):
     hangup_cause: Mapped[str] = mapped_column(String(255), default="")
     hangup_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
     sip_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    recording_path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    recording_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)

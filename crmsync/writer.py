@@ -57,6 +57,8 @@ class CallRecordFolder:
                 "hangup_cause": "",
                 "hangup_by": None,
                 "sip_code": None,
+                "recording_path": None,
+                "recording_seconds": None,
             }
             self._rows[event.call_id] = new_row
         else:
@@ -76,6 +78,8 @@ class CallRecordFolder:
                     sip_code=event.sip_code,
                     duration=event.duration,
                     ring_seconds=event.ring_seconds,
+                    recording_path=event.recording_path,
+                    recording_seconds=event.recording_seconds,
                 )
         self._dirty.add(event.call_id)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
@@ -167,6 +168,7 @@ class RelaySession:
         "_muted",
         "_packets",
         "_routes",
+        "_tap",
     )
 
     def __init__(self) -> None:
@@ -183,6 +185,11 @@ class RelaySession:
         self._dropped_congested = [0, 0]
         self._last_rx: list[float | None] = [None, None]
         self._muted = [False, False]
+        self._tap: Callable[[int, bytes, float], None] | None = None
+
+    def set_tap(self, tap: Callable[[int, bytes, float], None] | None) -> None:
+        """Also hand every accepted RTP packet to ``tap(leg, packet, now)`` (call recording)."""
+        self._tap = tap
 
     def mute(self, leg: Leg, muted: bool) -> None:
         """Stop (or resume) forwarding what ``leg``'s phone sends; it is still latched and
@@ -237,6 +244,8 @@ class RelaySession:
             self._dropped_foreign[leg] += 1
             return None
         self._last_rx[leg] = now
+        if self._tap is not None and not rtcp:
+            self._tap(leg, data, now)
         if self._muted[leg]:
             return None
         route = self._routes[i ^ 2]

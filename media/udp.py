@@ -129,6 +129,10 @@ class RelayHandle:
             None if rtcp_addr is None else self._for_socket(rtcp_addr),
         )
 
+    def set_tap(self, tap: Callable[[int, bytes, float], None] | None) -> None:
+        """Also hand every RTP packet the phones send to ``tap(leg, packet, now)``."""
+        self._core.set_tap(tap)
+
     def mute(self, leg: Leg, muted: bool) -> None:
         """Stop (or resume) forwarding the media ``leg``'s phone sends to the other leg."""
         self._core.mute(leg, muted)

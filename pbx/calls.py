@@ -294,6 +294,8 @@ class CallController:
         app.send_response(call.a_key, out, app.now())
         call.answered_at = utcnow()
         call.answered_mono = app.now()
+        if app.record_calls and app.recordings is not None and call.relay is not None:
+            app.recordings.start(call.id, call.relay, app.now())
         app.records.emit(CallAnswered(call.id, call.answered_at, call.callee.id,
                                       (call.answered_at - call.started).total_seconds()))
 
@@ -576,6 +578,7 @@ class CallController:
             if d is not None:
                 self._dialogs.pop((d.call_id, d.local_tag), None)
         self.app.playback.stop(call.id)
+        recording = self.app.recordings.stop(call.id) if self.app.recordings else None
         if call.relay is not None:
             if logger.isEnabledFor(logging.INFO):
                 logger.info("call %s ended: %s (%s)%s", call.id, disposition, cause,
@@ -589,8 +592,10 @@ class CallController:
             ring = (call.answered_at - call.started).total_seconds()
         else:
             duration, ring = 0.0, (ended - call.started).total_seconds()
-        self.app.records.emit(CallEnded(call.id, ended, disposition, cause, by, code,
-                                        max(0.0, duration), ring))
+        self.app.records.emit(CallEnded(
+            call.id, ended, disposition, cause, by, code, max(0.0, duration), ring,
+            recording[0] if recording else None, recording[1] if recording else None,
+        ))
 
     def _remember_ack(self, dialog: Dialog, ack: Request, peer: Peer) -> None:
         # Kept as long as the far side may retransmit its 2xx (Timer M, 64*T1, RFC 6026),

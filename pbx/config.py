@@ -359,6 +359,16 @@ def _base_dir(info: ValidationInfo) -> Path | None:
 _LEVELS = ("debug", "info", "warning", "error")
 
 
+class RecordingSection(BaseModel):
+    """``recording:`` — stereo recordings of answered calls under ``storage.recordings``."""
+
+    model_config = _FROZEN
+
+    enabled: bool = False
+    format: Literal["wav", "flac"] = "wav"
+    """WAV stays playable up to the last second if the PBX is killed; FLAC is smaller."""
+
+
 class LoggingSection(BaseModel):
     """``logging:`` — how much the PBX logs."""
 
@@ -445,6 +455,7 @@ class Config(BaseModel):
     media: MediaSection = MediaSection()
     storage: StorageSection = StorageSection()
     logging: LoggingSection = LoggingSection()
+    recording: RecordingSection = RecordingSection()
     users: tuple[User, ...] = ()
 
     _by_extension: dict[str, User] = PrivateAttr(default_factory=dict)
@@ -530,6 +541,7 @@ def merge_reload(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]
         media=new.media.model_copy(update={"rtp_ports": running.media.rtp_ports}),
         storage=new.storage.model_copy(update={"database": running.storage.database}),
         logging=new.logging,
+        recording=new.recording,
         users=new.users,
     )
     return applied, kept

@@ -51,6 +51,9 @@ class CallEnded:
     """Talk time in seconds, answer to end; 0 for an unanswered call."""
     ring_seconds: float
     """From the first INVITE to the answer, or to the end for an unanswered call."""
+    recording_path: str | None = None
+    """The call's stereo recording (caller left, callee right), if it was recorded."""
+    recording_seconds: float | None = None
 
 
 CallEvent = CallStarted | CallAnswered | CallEnded

@@ -31,6 +31,7 @@ from .bindings import BindingWriter, load_bindings
 from .bindings import metadata as bindings_metadata
 from .config import Config, ConfigError, User, load_config, merge_reload
 from .db import WriteBehind, open_engine
+from .recording import Recordings
 from .records import CallEvent
 from .registration import RegistrationService
 from .sipapp import SipApp
@@ -123,6 +124,8 @@ class Pbx:
         # Decoded once here (file I/O off the loop); each held call gets its own looping copy.
         await asyncio.to_thread(default_hold_music)
         self.app.hold_music = default_hold_music
+        self.recordings = Recordings(config.storage.recordings, config.recording.format)
+        self.app.recordings = self.recordings
         for spec in sip.listen:
             host, port = await self.transport.listen(ListenSpec(spec.transport, spec.host,
                                                                 spec.port))
@@ -150,6 +153,7 @@ class Pbx:
                 self.app.registration.expire(time.time())
                 self._save_bindings()
                 self.transport.close_stalled()
+                self.recordings.tick(asyncio.get_running_loop().time())
                 self.app.calls.check_media(asyncio.get_running_loop().time(),
                                            self.config.media.rtp_timeout)
                 self.transport.flush()
@@ -203,6 +207,8 @@ class Pbx:
                 await task
         self.records.flush()
         self.app.playback.close()
+        await asyncio.wrap_future(self.recordings.close())
+        self.recordings.shutdown()
         await self.transport.close()
         await self.relay.close()
         self._save_bindings()

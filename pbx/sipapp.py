@@ -37,6 +37,7 @@ from sip.via import Via
 from .auth import Authenticator, Challenge
 from .calls import CallController
 from .callstate import ALLOW, max_forwards
+from .recording import Recordings
 from .records import RecordSink
 from .registration import RegistrationService, source_to_peer
 
@@ -82,6 +83,8 @@ class SipApp:
         self.playback = PlaybackEngine()
         #: Makes the source played to a party on hold (None: no music on hold).
         self.hold_music: Callable[[], FrameSource] | None = None
+        #: Where answered calls are recorded when ``record_calls`` is on (set by the server).
+        self.recordings: Recordings | None = None
         self._loop = asyncio.get_running_loop()
         self.apply_config(config)
 
@@ -96,6 +99,7 @@ class SipApp:
         self.user_agent = sip.user_agent
         self.ring_timeout = float(sip.ring_timeout)
         self.t1 = float(sip.t1)
+        self.record_calls = config.recording.enabled
 
     # -- helpers used by the services --------------------------------------------------------
     def now(self) -> float:

@@ -70,6 +70,7 @@ def config_text(
     port: int, workdir: Path, extra_sip: str = "",
     users: dict[str, tuple[str, str, str]] | None = None,
     ring_timeout: str = "8s",
+    extra_top: str = "",
 ) -> str:
     rtp = random.randrange(30000, 59000, 2)
     users = users or USERS
@@ -96,17 +97,17 @@ def config_text(
           level: info
         users:
         """
-    ) + user_yaml
+    ) + user_yaml + extra_top
 
 
 @contextmanager
 def run_pbx(workdir: Path, extra_sip: str = "", port: int | None = None,
             users: dict[str, tuple[str, str, str]] | None = None,
-            ring_timeout: str = "8s") -> Iterator[PbxProcess]:
+            ring_timeout: str = "8s", extra_top: str = "") -> Iterator[PbxProcess]:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     cfg = workdir / "pbx.yaml"
-    cfg.write_text(config_text(port, workdir, extra_sip, users, ring_timeout))
+    cfg.write_text(config_text(port, workdir, extra_sip, users, ring_timeout, extra_top))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pbx", "run", "--config", str(cfg),
