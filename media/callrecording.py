@@ -42,7 +42,7 @@ class RecordingMixer:
             return  # telephone-events, comfort noise and other codecs are not audio here
         base = self._base[leg]
         if base is None:
-            base = (max(0, int((arrival - self.start) * RATE)), ts)
+            base = (max(0, round((arrival - self.start) * RATE)), ts)
             self._base[leg] = base
         # Signed 32-bit distance from the leg's first timestamp (RFC 3550: timestamps wrap).
         delta = ((ts - base[1] + 0x80000000) & 0xFFFFFFFF) - 0x80000000
@@ -51,7 +51,7 @@ class RecordingMixer:
 
     def take(self, now: float) -> tuple[NDArray[np.int16], NDArray[np.int16]]:
         """Both channels from the last take up to ``now - margin``."""
-        return self._take(int((now - self.margin - self.start) * RATE))
+        return self._take(round((now - self.margin - self.start) * RATE))
 
     def take_all(self) -> tuple[NDArray[np.int16], NDArray[np.int16]]:
         """Everything received, to close the recording."""
