@@ -89,9 +89,8 @@ class CallController:
         except SdpError as e:
             app.respond(key, req, 400, f"Bad SDP: {e}"[:80], to_tag=new_tag())
             return
-        if offer is None or audio_endpoint(offer) is None:
-            # Offerless INVITEs (RFC 3261 13.2.1 delayed offer) are not bridged yet.
-            app.respond(key, req, 488, "Audio offer required", to_tag=new_tag())
+        if offer is not None and audio_endpoint(offer) is None:
+            app.respond(key, req, 488, "No audio stream offered", to_tag=new_tag())
             return
         if not callee.call_waiting and self._on_a_call(callee.id):
             self._record_attempt(call_id, req, caller, callee, started, 486, "busy",
@@ -159,11 +158,14 @@ class CallController:
         if call.state == "ended":
             await call.relay.close()
             return
-        call.last_sdp["a"] = call.a_offer
-        a_end = audio_endpoint(call.a_offer)
-        if a_end is not None:
-            call.relay.set_remote(Leg.A, a_end)
-        body = self._sdp_for(call, "b", call.a_offer)
+        body = b""
+        if call.a_offer is not None:
+            call.last_sdp["a"] = call.a_offer
+            a_end = audio_endpoint(call.a_offer)
+            if a_end is not None:
+                call.relay.set_remote(Leg.A, a_end)
+            body = self._sdp_for(call, "b", call.a_offer)
+        # else: a delayed offer, passed on as one (the callee's 200 will carry the offer)
         for b in bindings:
             self._send_fork(call, b, body)
         call.state = "ringing"
@@ -186,7 +188,8 @@ class CallController:
         h.add("Contact", str(app.contact(peer)))
         h.add("Allow", ALLOW)
         h.add("User-Agent", app.user_agent)
-        h.add("Content-Type", "application/sdp")
+        if body:
+            h.add("Content-Type", "application/sdp")
         req = Request("INVITE", SipUri.parse(binding.uri), h, body)
         app.add_via(req, peer)
         key = app.layer.send_request(req, peer, app.now())
@@ -257,16 +260,29 @@ class CallController:
         dialog = Dialog.as_uac(fork.invite, resp)
         ack = dialog.create_request("ACK", app.contact(fork.peer), cseq=fork.invite.cseq.seq)
         app.add_via(ack, fork.peer)
-        app.layer.send_ack(ack, fork.peer)
         fork.ack = ack
-        self._remember_ack(dialog, ack, fork.peer)
         fork.done = True
         fork.status = resp.status
         self._forks.pop(fork.key, None)
-        if call.state != "ringing":
-            # Another fork won, or the caller gave up: this phone answered too late.
+        delayed = call.a_offer is None
+        has_sdp = bool(resp.body) and resp.content_type == "application/sdp"
+        if call.state != "ringing" or (delayed and not has_sdp):
+            # Another fork won, the caller gave up, or a delayed offer got no offer back:
+            # this phone's answer cannot be used.
+            self._send_ack(dialog, ack, fork.peer)
             self._send_bye(dialog, fork.peer)
+            if call.state == "ringing":
+                for other in call.forks.values():
+                    if not other.done:
+                        self._cancel_fork(other, call, completed_elsewhere=False)
+                self._fail_a(call, 488, "callee sent no offer", "failed")
             return
+        if delayed:
+            # RFC 3261 13.2.1: the callee's 200 holds the offer; its ACK must carry the
+            # caller's answer, which comes with the caller's ACK (see on_ack).
+            call.pending_b_ack = (dialog, ack, fork.peer)
+        else:
+            self._send_ack(dialog, ack, fork.peer)
         call.state = "answered"
         call.b_dialog = dialog
         call.b_peer = fork.peer
@@ -280,14 +296,15 @@ class CallController:
         body = b""
         if resp.body and resp.content_type == "application/sdp":
             body = self._relay_answer(call, "b", resp.body)
-        if not body:
+        if not body and call.a_offer is not None:
             # No answer SDP: answer A with the relay on its side and the original codecs.
             body = self._sdp_for(call, "a", call.a_offer)
         out = app.make_response(call.a_invite, 200, to_tag=call.a_tag, dialog=True)
         out.headers.add("Contact", str(app.contact(call.a_peer)))
         out.headers.add("Allow", ALLOW)
-        out.headers.add("Content-Type", "application/sdp")
-        out.body = body
+        if body:
+            out.headers.add("Content-Type", "application/sdp")
+            out.body = body
         a_dialog = Dialog.as_uas(call.a_invite, call.a_tag)
         call.a_dialog = a_dialog
         self._dialogs[(a_dialog.call_id, a_dialog.local_tag)] = (call, "a")
@@ -492,8 +509,28 @@ class CallController:
         app.playback.play(call.id, RtpStream(app.hold_music(), codec),
                           lambda data: relay.send_rtp(held_leg, data))
 
+    def _send_ack(self, dialog: Dialog, ack: Request, peer: Peer) -> None:
+        self.app.layer.send_ack(ack, peer)
+        self._remember_ack(dialog, ack, peer)
+
     def on_ack(self, req: Request) -> None:
-        """ACKs for our 2xx answers need no action: the far leg was ACKed when it answered."""
+        """The caller's ACK for our 200. Usually nothing to do (the callee was ACKed when it
+        answered); after a delayed offer it carries the caller's answer for the callee."""
+        found = self._dialogs.get((req.call_id, req.to_tag or ""))
+        if found is None:
+            return
+        call, side = found
+        pending = call.pending_b_ack
+        if side != "a" or pending is None:
+            return
+        call.pending_b_ack = None
+        dialog, ack, peer = pending
+        if req.body and req.content_type == "application/sdp":
+            body = self._relay_answer(call, "a", req.body)
+            if body:
+                ack.headers.add("Content-Type", "application/sdp")
+                ack.body = body
+        self._send_ack(dialog, ack, peer)
 
     def _reack(self, resp: Response) -> None:
         found = self._acks.get((resp.call_id, resp.to_tag or ""))

@@ -63,7 +63,9 @@ class Call:
     a_key: str
     a_peer: Peer
     a_tag: str
-    a_offer: SessionDescription
+    a_offer: SessionDescription | None
+    """The caller's SDP offer; None for a delayed offer (RFC 3261 13.2.1: the offer then comes
+    in the callee's 200 and the caller's answer in its ACK)."""
     started: datetime
     state: Literal["setup", "ringing", "answered", "ended"] = "setup"
     forks: dict[str, Fork] = field(default_factory=dict)
@@ -75,6 +77,8 @@ class Call:
     ring_timer: asyncio.TimerHandle | None = None
     sdp_version: dict[Side, int] = field(default_factory=lambda: {"a": 0, "b": 0})
     sdp_session: int = 0
+    pending_b_ack: tuple[Dialog, Request, Peer] | None = None
+    """Delayed offer: the ACK for the callee's 200, sent once the caller's ACK brings the answer."""
     reinvite_pending: bool = False
     max_forwards: int = 70
     """Max-Forwards for requests we send on the B legs: the caller's value minus one, so that

@@ -400,6 +400,29 @@ async def test_answer_without_audio_does_not_kill_the_callers_audio(pbx: PbxProc
     assert "pbx" in pbx.log_text() and "SDP without audio" in pbx.log_text()
 
 
+@pytest.mark.asyncio
+async def test_delayed_offer_call_passes_offer_and_answer_through(pbx: PbxProcess) -> None:
+    # RFC 3261 13.2.1: the caller's INVITE has no SDP; the callee's 200 makes the offer and
+    # the caller's ACK carries the answer. Both are anchored at the PBX on their way.
+    async with phone(pbx, "bob", PEER_SCENARIOS / "uas_answer.xml") as bob:
+        res = await dial(pbx, _scenario("uac_delayed_offer.xml"), "102", duration_ms=500)
+        got = await bob.wait(10)
+    assert res.ok, _why(res, got, pbx=pbx)
+    assert got.ok, _why(got, pbx=pbx)
+    b_msgs = trace(got.messages)
+    invite = _one(b_msgs, sent=False, method="INVITE")
+    assert not invite.body, "the delayed offer must stay a delayed offer"
+    ack = _one(b_msgs, sent=False, method="ACK")
+    assert ack.sdp_line("c=") == f"c=IN IP4 {LOOPBACK}" and ack.sdp_port is not None
+    callee_offer = _one(b_msgs, sent=True, status=200, cseq="INVITE")
+    assert ack.sdp_port != callee_offer.sdp_port  # the PBX's relay port, not bob's own
+    offer = _one(trace(res.messages), sent=False, status=200, cseq="INVITE")
+    assert offer.sdp_line("c=") == f"c=IN IP4 {LOOPBACK}"
+    assert offer.sdp_port not in (None, callee_offer.sdp_port)
+    rec = _record(pbx, res)
+    assert rec["disposition"] == "answered" and rec["answered_by"] == "bob"
+
+
 # -- 6. SIP INFO DTMF ----------------------------------------------------------------------------
 
 
