@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -19,6 +20,21 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PbxProcess]:
     # The default challenge order: SHA-256 first, then MD5.
     with run_pbx(tmp_path_factory.mktemp("phones")) as p:
         yield p
+
+
+@contextlib.asynccontextmanager
+async def connected(pbx: PbxProcess) -> AsyncIterator[tuple[Phone, Phone]]:
+    """Alice (101) and bob (102) registered, alice has called bob and bob has answered."""
+    a_ext, a_pw, _ = USERS["alice"]
+    b_ext, b_pw, _ = USERS["bob"]
+    async with Phone.start(name="alice") as alice, Phone.start(name="bob") as bob:
+        await alice.register(pbx.address, a_ext, a_pw, domain="pbx.test")
+        await bob.register(pbx.address, b_ext, b_pw, domain="pbx.test")
+        await alice.dial(f"sip:{b_ext}@{pbx.address}")
+        await bob.wait_for("incoming", timeout=10)
+        await bob.answer()
+        await alice.wait_for("established", timeout=10)
+        yield alice, bob
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -62,15 +78,7 @@ async def test_two_phones_talk_through_the_pbx(pbx: PbxProcess, transport: str) 
 
 @pytest.mark.asyncio
 async def test_hold_and_resume_pass_through(pbx: PbxProcess) -> None:
-    a_ext, a_pw, _ = USERS["alice"]
-    b_ext, b_pw, _ = USERS["bob"]
-    async with Phone.start(name="alice") as alice, Phone.start(name="bob") as bob:
-        await alice.register(pbx.address, a_ext, a_pw, domain="pbx.test")
-        await bob.register(pbx.address, b_ext, b_pw, domain="pbx.test")
-        await alice.dial(f"sip:{b_ext}@{pbx.address}")
-        await bob.wait_for("incoming", timeout=10)
-        await bob.answer()
-        await alice.wait_for("established", timeout=10)
+    async with connected(pbx) as (alice, bob):
         await bob.tone(1000)
         assert abs(await alice.received_frequency(expect=1000, timeout=10) - 1000) <= 20
         await alice.hold()
@@ -85,15 +93,7 @@ async def test_hold_and_resume_pass_through(pbx: PbxProcess) -> None:
 
 @pytest.mark.asyncio
 async def test_party_on_hold_hears_the_pbx_music(pbx: PbxProcess) -> None:
-    a_ext, a_pw, _ = USERS["alice"]
-    b_ext, b_pw, _ = USERS["bob"]
-    async with Phone.start(name="alice") as alice, Phone.start(name="bob") as bob:
-        await alice.register(pbx.address, a_ext, a_pw, domain="pbx.test")
-        await bob.register(pbx.address, b_ext, b_pw, domain="pbx.test")
-        await alice.dial(f"sip:{b_ext}@{pbx.address}")
-        await bob.wait_for("incoming", timeout=10)
-        await bob.answer()
-        await alice.wait_for("established", timeout=10)
+    async with connected(pbx) as (alice, bob):
         # 2 kHz is far from every note of the hold music.
         await alice.tone(2000)
         assert abs(await bob.received_frequency(expect=2000, timeout=10) - 2000) <= 20

@@ -95,7 +95,7 @@ def _telephone_events(path: Path, payload_type: int = 101) -> list[tuple[float, 
 def test_sipp_capture_gives_exactly_its_digit(digit: str) -> None:
     path = SIPP_PCAPS / f"dtmf_2833_{digit}.pcap"
     if not path.exists():
-        pytest.skip("SIPp (apt sip-tester) pcaps not installed")
+        pytest.fail("SIPp's pcaps are missing: apt-get install sip-tester")
     packets = _telephone_events(path)
     # SIPp's captures: payload type 101, one event of 280 ms, its end packet sent three times.
     assert len(packets) == 10
@@ -384,7 +384,7 @@ def test_quiet_tones_below_the_floor_are_ignored() -> None:
 
 def _espeak_speech(tmp_path: Path) -> Pcm:
     if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        pytest.skip("espeak-ng and sox (apt) are needed for the speech test")
+        pytest.fail("espeak-ng and sox are needed: apt-get install espeak-ng sox")
     text = (
         "Thank you for calling. Your account number is 4 7 1 9 2 3 0 6 8 5. "
         "Please press one for sales, two for support, or hold for the operator. "
@@ -453,10 +453,10 @@ def test_near_dtmf_chord_without_harmonics_is_still_rejected_by_the_third_note()
 
 
 def test_no_digits_in_the_hold_music() -> None:
-    soundfile = pytest.importorskip("soundfile")
+    import soundfile
     path = Path(__file__).resolve().parents[2] / "media" / "assets" / "hold_music.flac"
     if not path.exists():
-        pytest.skip("hold music asset not present")
+        pytest.fail("the shipped hold music (media/assets/hold_music.flac) is missing")
     samples, rate = soundfile.read(str(path), dtype="int16")
     assert rate == RATE
     assert _detect(_through_ulaw(np.asarray(samples, dtype=np.float64).reshape(-1))) == []

@@ -17,7 +17,13 @@ from media.tones import SAMPLE_RATE
 from media.tts import JA_MISSING, TextToSpeech, TtsError
 
 ESPEAK = shutil.which("espeak-ng")
-needs_espeak = pytest.mark.skipif(ESPEAK is None, reason="espeak-ng is not installed")
+@pytest.fixture
+def _espeak_installed() -> None:
+    if ESPEAK is None:
+        pytest.fail("espeak-ng is needed for text-to-speech: apt-get install espeak-ng")
+
+
+needs_espeak = pytest.mark.usefixtures("_espeak_installed")
 
 
 def counting_espeak(tmp_path: Path) -> tuple[str, Path]:
