@@ -25,6 +25,10 @@ import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .transcode import Transcoding
 
 __all__ = [
     "Address",
@@ -169,6 +173,7 @@ class RelaySession:
         "_packets",
         "_routes",
         "_tap",
+        "xcode",
     )
 
     def __init__(self) -> None:
@@ -186,6 +191,9 @@ class RelaySession:
         self._last_rx: list[float | None] = [None, None]
         self._muted = [False, False]
         self._tap: Callable[[int, bytes, float], None] | None = None
+        #: Per source leg: how to convert its RTP for the other leg (None: unchanged). Read by
+        #: the I/O layer for every packet; set by the call controller (media.transcode).
+        self.xcode: list[Transcoding | None] = [None, None]
 
     def set_tap(self, tap: Callable[[int, bytes, float], None] | None) -> None:
         """Also hand every accepted RTP packet to ``tap(leg, packet, now)`` (call recording)."""

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from media.relay import Address, Leg, NoPortsError, PortAllocator, RelaySession, RelayStats
+from media.transcode import Transcoding, transcode_rtp
 
 __all__ = ["RelayHandle", "RtpRelay"]
 
@@ -65,6 +66,9 @@ class _Endpoint(asyncio.DatagramProtocol):
         peer = self._peers[route[0]]
         transport = peer.transport
         if peer.writable and transport is not None:
+            xcode = self._core.xcode[self._leg]
+            if xcode is not None and not self._rtcp:
+                data = transcode_rtp(data, xcode)
             transport.sendto(data, route[1])
         else:
             self._core.count_congested(self._leg, data, self._rtcp)
@@ -132,6 +136,10 @@ class RelayHandle:
     def set_tap(self, tap: Callable[[int, bytes, float], None] | None) -> None:
         """Also hand every RTP packet the phones send to ``tap(leg, packet, now)``."""
         self._core.set_tap(tap)
+
+    def set_transcoding(self, leg: Leg, xcode: Transcoding | None) -> None:
+        """Convert the RTP ``leg``'s phone sends before it goes to the other leg."""
+        self._core.xcode[leg] = xcode
 
     def mute(self, leg: Leg, muted: bool) -> None:
         """Stop (or resume) forwarding the media ``leg``'s phone sends to the other leg."""

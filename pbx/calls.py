@@ -29,6 +29,7 @@ from media.sdp import (
     audio_endpoint,
     rewrite_for_anchor,
 )
+from media.transcode import Transcoding, g711_formats, offer_both_g711, rename_format
 from sip.dialog import Dialog, new_call_id, new_tag
 from sip.message import CSeq, Headers, Request, Response
 from sip.registrar import Binding
@@ -164,7 +165,7 @@ class CallController:
             a_end = audio_endpoint(call.a_offer)
             if a_end is not None:
                 call.relay.set_remote(Leg.A, a_end)
-            body = self._sdp_for(call, "b", call.a_offer)
+            body = self._sdp_for(call, "b", offer_both_g711(call.a_offer))
         # else: a delayed offer, passed on as one (the callee's 200 will carry the offer)
         for b in bindings:
             self._send_fork(call, b, body)
@@ -277,6 +278,7 @@ class CallController:
                         self._cancel_fork(other, call, completed_elsewhere=False)
                 self._fail_a(call, 488, "callee sent no offer", "failed")
             return
+        rename = None if delayed else self._transcoding(call, resp.body)
         if delayed:
             # RFC 3261 13.2.1: the callee's 200 holds the offer; its ACK must carry the
             # caller's answer, which comes with the caller's ACK (see on_ack).
@@ -295,7 +297,7 @@ class CallController:
                 self._cancel_fork(other, call, completed_elsewhere=True)
         body = b""
         if resp.body and resp.content_type == "application/sdp":
-            body = self._relay_answer(call, "b", resp.body)
+            body = self._relay_answer(call, "b", resp.body, rename)
         if not body and call.a_offer is not None:
             # No answer SDP: answer A with the relay on its side and the original codecs.
             body = self._sdp_for(call, "a", call.a_offer)
@@ -316,7 +318,32 @@ class CallController:
         app.records.emit(CallAnswered(call.id, call.answered_at, call.callee.id,
                                       (call.answered_at - call.started).total_seconds()))
 
-    def _relay_answer(self, call: Call, from_side: Side, body: bytes) -> bytes:
+    def _transcoding(self, call: Call, answer: bytes) -> tuple[str, str] | None:
+        """If the callee chose a G.711 variant the caller did not offer, convert between them
+        in the relay; returns the payload-type rename for the answer to the caller."""
+        if call.relay is None or call.a_offer is None or call.a_offer.audio is None:
+            return None
+        try:
+            b_audio = SessionDescription.parse(answer).audio
+        except SdpError:
+            return None
+        a_formats = call.a_offer.audio.formats
+        a_g711 = g711_formats(call.a_offer)
+        if b_audio is None or not b_audio.formats or not a_g711:
+            return None
+        chosen = b_audio.formats[0]
+        if chosen not in ("0", "8") or chosen in a_formats:
+            return None
+        mine = a_g711[0]
+        call.relay.set_transcoding(Leg.A, Transcoding.between(int(mine), int(chosen)))
+        call.relay.set_transcoding(Leg.B, Transcoding.between(int(chosen), int(mine)))
+        call.caller_codec = mine
+        logger.info("call %s: transcoding caller %s <-> callee %s", call.id, mine, chosen)
+        return chosen, mine
+
+    def _relay_answer(
+        self, call: Call, from_side: Side, body: bytes, rename: tuple[str, str] | None = None
+    ) -> bytes:
         """Latch the relay to the SDP ``from_side`` sent; return it rewritten for the other."""
         try:
             sd = SessionDescription.parse(body)
@@ -337,6 +364,8 @@ class CallController:
         end = audio_endpoint(sd)
         if end is not None and call.relay is not None:
             call.relay.set_remote(leg_of(from_side), end)
+        if rename is not None:
+            sd = rename_format(sd, *rename)
         return self._sdp_for(call, other_side(from_side), sd)
 
     def _cancel_fork(self, fork: Fork, call: Call, *, completed_elsewhere: bool) -> None:
@@ -501,6 +530,8 @@ class CallController:
             relay.mute(leg_of(holder), False)
             return
         codec = _g711(call.last_sdp.get("b"))
+        if other_side(holder) == "a" and call.caller_codec is not None:
+            codec = get_codec(int(call.caller_codec))  # the caller's side is transcoded
         if codec is None or app.hold_music is None:
             logger.info("call %s: no G.711 codec agreed, no music on hold", call.id)
             return

@@ -79,6 +79,8 @@ class Call:
     sdp_session: int = 0
     pending_b_ack: tuple[Dialog, Request, Peer] | None = None
     """Delayed offer: the ACK for the callee's 200, sent once the caller's ACK brings the answer."""
+    caller_codec: str | None = None
+    """The caller's G.711 payload type when the relay transcodes between the legs."""
     reinvite_pending: bool = False
     max_forwards: int = 70
     """Max-Forwards for requests we send on the B legs: the caller's value minus one, so that

@@ -423,6 +423,23 @@ async def test_delayed_offer_call_passes_offer_and_answer_through(pbx: PbxProces
     assert rec["disposition"] == "answered" and rec["answered_by"] == "bob"
 
 
+@pytest.mark.asyncio
+async def test_pcmu_caller_and_pcma_callee_are_transcoded(pbx: PbxProcess) -> None:
+    # The caller offers only PCMU, the callee speaks only PCMA: the callee is offered both,
+    # answers PCMA, and the caller still gets an answer in PCMU (the relay converts).
+    async with phone(pbx, "bob", _scenario("uas_answer_pcma.xml")) as bob:
+        res = await dial(pbx, PEER_SCENARIOS / "uac_call_auth.xml", "102", duration_ms=300)
+        got = await bob.wait(10)
+    assert res.ok, _why(res, got, pbx=pbx)
+    offer = _one(trace(got.messages), sent=False, method="INVITE")
+    offered = offer.sdp_line("m=audio ").split()[3:]
+    assert offered[:2] == ["0", "101"] and "8" in offered
+    answer = _one(trace(res.messages), sent=False, status=200, cseq="INVITE")
+    assert answer.sdp_line("m=audio ").split()[3:] == ["0", "101"]
+    assert "a=rtpmap:0 PCMU/8000" in answer.body.decode()
+    assert "transcoding caller 0 <-> callee 8" in pbx.log_text()
+
+
 # -- 6. SIP INFO DTMF ----------------------------------------------------------------------------
 
 
