@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from media.relay import Leg, PortAllocator, RelaySession
 from media.udp import RelayHandle, RtpRelay
+from pbx.recording import Recordings
 
 PAYLOAD = bytes(160)
 
@@ -108,9 +109,13 @@ def _phones(
 
 
 async def bench_udp(
-    sessions: int, seconds: float, interval: float | None = None
+    sessions: int, seconds: float, interval: float | None = None, record: Path | None = None
 ) -> tuple[float, float, float]:
-    """Forwarded packets/s, delivery ratio and relay CPU share for ``sessions`` calls."""
+    """Forwarded packets/s, delivery ratio and relay CPU share for ``sessions`` calls.
+
+    With ``record``, every session is also recorded to a stereo WAV under that directory, the
+    way the PBX records calls (relay tap, timeline mixer, one writer thread, once a second).
+    """
     lo = random.randrange(20000, 50000, 2)
     relay = RtpRelay(PortAllocator(lo, lo + 4 * sessions + 200))
     handles: list[RelayHandle] = [await relay.open_session("127.0.0.1") for _ in range(sessions)]
@@ -125,9 +130,25 @@ async def bench_udp(
         for index, handle in enumerate(handles):
             handle.set_remote(Leg.A, tuple(addresses[2 * index]))
             handle.set_remote(Leg.B, tuple(addresses[2 * index + 1]))
+        recordings = Recordings(record) if record is not None else None
+        ticker: asyncio.Task[None] | None = None
+        if recordings is not None:
+            for index, handle in enumerate(handles):
+                recordings.start(f"bench-{index}", handle, loop.time())
+
+            async def tick() -> None:
+                while True:
+                    await asyncio.sleep(1.0)
+                    recordings.tick(loop.time())
+
+            ticker = loop.create_task(tick())
         start, cpu_start = loop.time(), time.process_time()
         parent.send("go")
         ready = await loop.run_in_executor(None, parent.poll, seconds + 30)
+        if recordings is not None and ticker is not None:
+            ticker.cancel()
+            await asyncio.wrap_future(recordings.close())
+            recordings.shutdown()
         elapsed, cpu = loop.time() - start, time.process_time() - cpu_start
         if not ready:
             raise RuntimeError("traffic generator did not finish")
@@ -158,6 +179,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="+", default=[100, 200])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--loop", nargs="+", default=["asyncio", "uvloop"])
+    parser.add_argument("--record", type=Path, default=None,
+                        help="also record every paced call (stereo WAV) under this directory")
     args = parser.parse_args()
     print(f"core: RelaySession.on_packet {bench_core():.0f} ns/packet")
     for loop_name in args.loop:
@@ -171,9 +194,11 @@ def main() -> None:
             )
         for calls in args.calls:
             with asyncio.Runner(loop_factory=factory) as runner:
-                pps, delivered, cpu = runner.run(bench_udp(calls, args.seconds, 0.020))
+                pps, delivered, cpu = runner.run(
+                    bench_udp(calls, args.seconds, 0.020, args.record))
+            what = "paced+rec" if args.record else "paced,   "
             print(
-                f"udp {loop_name:7} paced,    calls={calls:4}: {pps:9.0f} packets/s "
+                f"udp {loop_name:7} {what} calls={calls:4}: {pps:9.0f} packets/s "
                 f"forwarded, {delivered:6.1%} delivered, relay CPU {cpu:6.1%} of one core"
             )
 
