@@ -119,7 +119,7 @@ class Pbx:
         self.app = SipApp(
             config, self.layer, self.relay, self.records, registration, self.auth,
             self.transport.flush, self.transport.local_address, self.media_address,
-            bind_host if bind_host != "::" else "::",
+            bind_host,
         )
         # Decoded once here (file I/O off the loop); each held call gets its own looping copy.
         await asyncio.to_thread(default_hold_music)

@@ -162,7 +162,7 @@ class SipTransport:
             if len(data) > self.max_message_size:
                 self.bad_messages += 1
                 return
-            if data.strip(b"\r\n") == b"":
+            if data[:1] in (b"\r", b"\n") and not data.strip(b"\r\n"):
                 # RFC 5626 4.4.1 keep-alive over UDP is STUN; a bare CRLF ping is common too.
                 return
         now = self._loop.time()
