@@ -261,7 +261,6 @@ class CallController:
         dialog = Dialog.as_uac(fork.invite, resp)
         ack = dialog.create_request("ACK", app.contact(fork.peer), cseq=fork.invite.cseq.seq)
         app.add_via(ack, fork.peer)
-        fork.ack = ack
         fork.done = True
         fork.status = resp.status
         self._forks.pop(fork.key, None)
@@ -273,9 +272,7 @@ class CallController:
             self._send_ack(dialog, ack, fork.peer)
             self._send_bye(dialog, fork.peer)
             if call.state == "ringing":
-                for other in call.forks.values():
-                    if not other.done:
-                        self._cancel_fork(other, call, completed_elsewhere=False)
+                self._cancel_forks(call, completed_elsewhere=False)
                 self._fail_a(call, 488, "callee sent no offer", "failed")
             return
         rename = None if delayed else self._transcoding(call, resp.body)
@@ -288,13 +285,10 @@ class CallController:
         call.state = "answered"
         call.b_dialog = dialog
         call.b_peer = fork.peer
-        call.b_ack = ack
         self._dialogs[(dialog.call_id, dialog.local_tag)] = (call, "b")
         if call.ring_timer is not None:
             call.ring_timer.cancel()
-        for other in call.forks.values():
-            if not other.done:
-                self._cancel_fork(other, call, completed_elsewhere=True)
+        self._cancel_forks(call, completed_elsewhere=True)
         body = b""
         if resp.body and resp.content_type == "application/sdp":
             body = self._relay_answer(call, "b", resp.body, rename)
@@ -368,6 +362,12 @@ class CallController:
             sd = rename_format(sd, *rename)
         return self._sdp_for(call, other_side(from_side), sd)
 
+    def _cancel_forks(self, call: Call, *, completed_elsewhere: bool) -> None:
+        """Stop every phone of the callee that is still ringing."""
+        for fork in call.forks.values():
+            if not fork.done:
+                self._cancel_fork(fork, call, completed_elsewhere=completed_elsewhere)
+
     def _cancel_fork(self, fork: Fork, call: Call, *, completed_elsewhere: bool) -> None:
         # RFC 3261 9.1: a CANCEL may only be sent once a provisional response arrived.
         if not fork.provisional:
@@ -390,9 +390,7 @@ class CallController:
         call.ring_timer = None
         if call.state != "ringing":
             return
-        for fork in call.forks.values():
-            if not fork.done:
-                self._cancel_fork(fork, call, completed_elsewhere=False)
+        self._cancel_forks(call, completed_elsewhere=False)
         self._fail_a(call, 480, "no answer", "no_answer", reason="No Answer")
         self.app.flush()
 
@@ -417,9 +415,7 @@ class CallController:
         if call.state in ("setup", "ringing"):
             if call.ring_timer is not None:
                 call.ring_timer.cancel()
-            for fork in call.forks.values():
-                if not fork.done:
-                    self._cancel_fork(fork, call, completed_elsewhere=False)
+            self._cancel_forks(call, completed_elsewhere=False)
             self._fail_a(call, 487, "caller cancelled", "cancelled")
 
     # -- requests inside a dialog ------------------------------------------------------------
@@ -626,9 +622,7 @@ class CallController:
                     self._send_bye(d, p)
             self._end(call, "answered", cause, "system", None)
         elif call.state in ("setup", "ringing"):
-            for fork in call.forks.values():
-                if not fork.done:
-                    self._cancel_fork(fork, call, completed_elsewhere=False)
+            self._cancel_forks(call, completed_elsewhere=False)
             self._fail_a(call, 503, cause, "failed")
 
     def _end(

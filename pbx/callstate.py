@@ -40,7 +40,6 @@ class Fork:
     done: bool = False
     cancel_pending: bool = False
     status: int | None = None
-    ack: Request | None = None
 
 
 @dataclass(slots=True)
@@ -73,7 +72,6 @@ class Call:
     a_dialog: Dialog | None = None
     b_dialog: Dialog | None = None
     b_peer: Peer | None = None
-    b_ack: Request | None = None
     ring_timer: asyncio.TimerHandle | None = None
     sdp_version: dict[Side, int] = field(default_factory=lambda: {"a": 0, "b": 0})
     sdp_session: int = 0
