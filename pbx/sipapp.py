@@ -77,6 +77,7 @@ class SipApp:
         self.auth = auth
         self.flush = flush
         self._local_address = local_address
+        self._advertised_cache: dict[str, tuple[str, int]] = {}
         self.media_address = media_address
         self.media_bind_host = media_bind_host
         self.calls = CallController(self)
@@ -117,15 +118,22 @@ class SipApp:
         return source_to_peer(binding.source)
 
     def _advertised(self, transport: str) -> tuple[str, int]:
-        host, port = self._local_address(transport)
-        if host in ("0.0.0.0", "::"):
-            host = self.media_address
-        return host, port
+        """Host (IPv6 in brackets) and port to put in our Via and Contact for ``transport``.
+
+        The sockets do not move once listening, so this is worked out once per transport
+        rather than asked of the socket for every request the PBX sends.
+        """
+        found = self._advertised_cache.get(transport)
+        if found is None:
+            host, port = self._local_address(transport)
+            if host in ("0.0.0.0", "::"):
+                host = self.media_address
+            found = (f"[{host}]" if ":" in host else host, port)
+            self._advertised_cache[transport] = found
+        return found
 
     def contact(self, peer: Peer) -> Address:
         host, port = self._advertised(peer.transport)
-        if ":" in host:
-            host = f"[{host}]"
         params: dict[str, str | None] = {}
         if peer.transport != "udp":
             params["transport"] = peer.transport
@@ -133,8 +141,6 @@ class SipApp:
 
     def add_via(self, req: Request, peer: Peer) -> None:
         host, port = self._advertised(peer.transport)
-        if ":" in host:
-            host = f"[{host}]"
         # RFC 3581: ask for rport so answers come back through NATs to our source port.
         req.add_via(Via(peer.transport.upper(), host, port,
                         {"branch": new_branch(), "rport": None}))
