@@ -114,3 +114,45 @@ async def test_call_without_media_is_hung_up_after_rtp_timeout(tmp_path: Path) -
         assert rec[0]["hangup_cause"] == "no media" and rec[0]["hangup_by"] == "system"
         assert 1.5 <= rec[0]["duration"] <= 5
         assert not rows(pbx.database, "SELECT * FROM calls WHERE disposition = 'in_progress'")
+
+
+@pytest.mark.asyncio
+async def test_pbx_reload_command_reloads_the_running_pbx(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with run_pbx(tmp_path, SIPP_AUTH) as pbx:
+        pidfile = tmp_path / "pbx.pid"
+        dave = {"dave": ("104", "dave-secret-4", "Dave Mori")}
+        pbx.config_path.write_text(config_text(pbx.port, tmp_path, SIPP_AUTH,
+                                               users={**USERS, **dave}))
+        done = subprocess.run(
+            [sys.executable, "-m", "pbx", "reload", "--pidfile", str(pidfile),
+             "--config", str(pbx.config_path)],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        pbx.wait_log("config reloaded: 4 users")
+        assert await _register(pbx.address, "104", "dave-secret-4", free_port(), 60)
+
+
+@pytest.mark.asyncio
+async def test_sigterm_ends_calls_cleanly_and_records_why(tmp_path: Path) -> None:
+    with run_pbx(tmp_path, SIPP_AUTH) as pbx:
+        ext, pw, _ = USERS["bob"]
+        phone_port = free_port()
+        assert await _register(pbx.address, ext, pw, phone_port)
+        callee = await start_sipp(SippRun("uas_answer.xml", None, local_port=phone_port,
+                                          timeout=20))
+        caller = await start_sipp(SippRun(
+            "uac_call_auth.xml", pbx.address, users=[USERS["alice"][:2]], service="102",
+            keys={"domain": pbx.address}, duration_ms=15000, timeout=20))
+        wait_rows(pbx.database, "SELECT * FROM calls WHERE answered_at IS NOT NULL")
+        assert pbx.stop() == 0  # SIGTERM
+        # The callee's phone was sent a BYE (its scenario ends normally on it).
+        got = await callee.wait(10)
+        assert got.ok, got.describe()
+        assert "BYE" in (await caller.stop()).messages
+    rec = rows(pbx.database, "SELECT * FROM calls")[0]
+    assert rec["hangup_cause"] == "PBX shutting down" and rec["hangup_by"] == "system"
+    assert rec["disposition"] == "answered" and rec["ended_at"] is not None
