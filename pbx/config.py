@@ -480,6 +480,13 @@ class Config(BaseModel):
         """The user with id ``user_id``, or None."""
         return self._by_id.get(user_id)
 
+    def user_index(self) -> dict[str, User]:
+        """Every user under both their id and their extension (phones log in and dial with
+        either; validation forbids an id equal to another user's extension). A plain dict for
+        the SIP path, where a pydantic attribute look-up per message would cost more than the
+        rest of the look-up."""
+        return {**self._by_id, **self._by_extension}
+
     def advertised_address(self) -> str:
         """The IP address to put in SDP (``media.address`` or one derived from ``sip.listen``).
 

@@ -92,9 +92,7 @@ class SipApp:
     def apply_config(self, config: Config) -> None:
         """Take a new config (reload): users, timers and names; calls in progress keep going."""
         self.config = config
-        # A plain dict: pydantic attribute access costs more than the rest of a lookup.
-        self._users: dict[str, User] = {u.id: u for u in config.users}
-        self._users.update({u.extension: u for u in config.users})
+        self._users = config.user_index()
         sip = config.sip
         self.domain = sip.domain
         self.user_agent = sip.user_agent
