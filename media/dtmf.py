@@ -31,6 +31,7 @@ __all__ = [
     "DTMF_EVENTS",
     "DetectorSettings",
     "DtmfDigit",
+    "DtmfSource",
     "InbandDetector",
     "Rfc4733Packet",
     "Rfc4733Receiver",
@@ -194,6 +195,17 @@ class Rfc4733Receiver:
             self._emit(out)
         return out
 
+    def flush(self) -> list[DtmfDigit]:
+        """Emit the open event now and forget the stream (its sender restarted with a new SSRC,
+        whose timestamps say nothing about the old ones)."""
+        out: list[DtmfDigit] = []
+        if not self._done:
+            self._emit(out)
+        self._timestamp = None
+        self._extra = 0
+        self._finished.clear()
+        return out
+
     def _emit(self, out: list[DtmfDigit]) -> None:
         self._done = True
         if self._timestamp is not None:
@@ -315,6 +327,15 @@ class InbandDetector:
     def __init__(self, sample_rate: int = 8000, settings: DetectorSettings | None = None) -> None:
         self._tracker = ToneTracker(sample_rate, settings or DetectorSettings())
         self.sample_rate = sample_rate
+
+    @property
+    def active(self) -> bool:
+        """True while a tone is in progress; feeding silence ends it (and reports it)."""
+        return self._tracker.active
+
+    def reset(self) -> None:
+        """Drop any tone in progress without reporting it (the audio stream was replaced)."""
+        self._tracker.reset()
 
     def feed(self, pcm: npt.NDArray[np.int16]) -> list[DtmfDigit]:
         """Analyse the next samples; return the key presses that ended in them."""

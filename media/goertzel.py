@@ -150,6 +150,16 @@ class ToneTracker:
         self._hits = 0
         self._misses = 0
 
+    @property
+    def active(self) -> bool:
+        """True while a tone is being tracked: it is reported only once silence ends it."""
+        return self._key is not None
+
+    def reset(self) -> None:
+        """Forget buffered samples and any tone in progress (a new audio stream starts)."""
+        self._buffer = np.zeros(0, dtype=np.float64)
+        self._key, self._hits, self._misses = None, 0, 0
+
     def _hits_for(self, duration_ms: float) -> int:
         samples = duration_ms * self.sample_rate / 1000.0
         return max(1, math.ceil((samples - _EDGE_SHARE * self.block) / self.hop) + 1)

@@ -75,6 +75,16 @@ class JitterBuffer:
         """Number of packets buffered."""
         return len(self._packets)
 
+    def reset(self) -> None:
+        """Drop every buffered packet and wait for a new stream (its sender restarted with a
+        new SSRC: RFC 3550 8.2 gives it a new, unrelated sequence number space)."""
+        self._packets = {}
+        self._next = None
+        self._playing = False
+        self._owed = 0
+        self._last = None
+        self._pending = None
+
     def add(self, packet_seq: int, timestamp: int, payload: bytes) -> bool:
         """Buffer one packet; return ``False`` if it was dropped (late, duplicate, unconfirmed)."""
         seq = packet_seq & 0xFFFF
