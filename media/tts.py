@@ -17,6 +17,7 @@ mistake to report, not something to replace with silence.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import json
@@ -41,7 +42,15 @@ _JA_ENGINE = "pyopenjtalk"
 
 
 class TtsError(Exception):
-    """Speech cannot be rendered: unknown language or voice, missing engine, engine failure."""
+    """Speech cannot be rendered: unknown language or voice, missing engine, engine failure.
+
+    ``subject`` is ``"language"`` or ``"voice"`` when that setting is what cannot be spoken
+    (so a caller can point at the right configuration key), else ``None``.
+    """
+
+    def __init__(self, message: str, subject: str | None = None) -> None:
+        super().__init__(message)
+        self.subject = subject
 
 
 class TextToSpeech:
@@ -94,7 +103,7 @@ class TextToSpeech:
             raise TtsError("prompt text contains a NUL character")
         engine = _JA_ENGINE if lang == "ja" else _ESPEAK_ENGINE
         if engine == _JA_ENGINE and voice is not None:
-            raise TtsError(f"Japanese speech has a single voice; got voice {voice!r}")
+            raise TtsError(f"Japanese speech has a single voice; got voice {voice!r}", "voice")
         if engine == _ESPEAK_ENGINE:
             self._check_espeak_voice(lang, voice)
         key = json.dumps([engine, lang, voice, text], ensure_ascii=False)
@@ -158,12 +167,20 @@ class TextToSpeech:
     def _check_espeak_voice(self, lang: str, voice: str | None) -> None:
         languages, names = self._espeak_voices()
         if lang not in languages:
-            known = ", ".join(sorted(self.available_languages()))
-            raise TtsError(f"no text-to-speech voice for language {lang!r}; available: {known}")
+            # espeak-ng knows over a hundred languages: suggest the nearest, not the list.
+            close = difflib.get_close_matches(lang, sorted(self.available_languages()), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise TtsError(
+                f"no text-to-speech voice for language {lang!r}; {hint}"
+                "`espeak-ng --voices` lists the installed ones",
+                "language",
+            )
         if voice is not None:
             base = voice.split("+", 1)[0]  # "+f3" selects a variant of the voice
             if base not in languages and base.lower() not in names:
-                raise TtsError(f"espeak-ng has no voice {voice!r} (see `espeak-ng --voices`)")
+                raise TtsError(
+                    f"espeak-ng has no voice {voice!r} (see `espeak-ng --voices`)", "voice"
+                )
 
 
 def _parse_voices(listing: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -198,7 +215,7 @@ def _render_japanese(text: str) -> Frame:
     try:
         module = importlib.import_module("pyopenjtalk")
     except ImportError as exc:
-        raise TtsError(JA_MISSING) from exc
+        raise TtsError(JA_MISSING, "language") from exc
     try:
         # pyopenjtalk.tts returns int16-scaled float64 samples and the rate (48 kHz).
         wave, rate = module.tts(text)

@@ -22,7 +22,7 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -36,18 +36,33 @@ from pydantic import (
     model_validator,
 )
 
-from pbx.config_errors import ConfigError, ConfigIssue
+from pbx.config_errors import ConfigError, ConfigIssue, IssueLocator, KeyPath, format_key_path
+from pbx.config_prompts import (
+    FetchSection,
+    MusicSource,
+    PromptSource,
+    PromptsSection,
+    base_dir,
+    check_language,
+)
 from pbx.config_yaml import Tree, config_files
 from pbx.durations import parse_duration
+
+if TYPE_CHECKING:
+    from pbx.prompts import Prompts
 
 __all__ = [
     "RESTART_KEYS",
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "FetchSection",
     "ListenAddress",
     "LoggingSection",
     "MediaSection",
+    "MusicSource",
+    "PromptSource",
+    "PromptsSection",
     "SipSection",
     "StorageSection",
     "User",
@@ -256,13 +271,24 @@ class SipSection(BaseModel):
 
 
 class MediaSection(BaseModel):
-    """``media:`` — RTP port range, the address put in SDP, and the dead-media timeout."""
+    """``media:`` — RTP port range, the address put in SDP, the dead-media timeout, and what
+    the PBX plays: hold music, the default prompt language, how URLs are fetched."""
 
     model_config = _FROZEN
 
     rtp_ports: tuple[int, int] = (10000, 20000)
     address: str | None = None
     rtp_timeout: Duration = Field(default=60.0, ge=0)
+    language: str = "en"
+    """Language of text prompts that do not name one."""
+    hold_music: MusicSource = MusicSource.model_validate("default")
+    """What a held party hears."""
+    fetch: FetchSection = FetchSection()
+
+    @field_validator("language")
+    @classmethod
+    def _check_language(cls, value: str) -> str:
+        return check_language(value)
 
     @field_validator("rtp_ports", mode="before")
     @classmethod
@@ -320,6 +346,8 @@ class StorageSection(BaseModel):
 
     database: str = "sqlite:////var/lib/pbx/pbx.db"
     recordings: Path = Path("/var/lib/pbx/recordings")
+    cache: Path | None = None
+    """Where fetched and spoken prompts are kept; ``prompt-cache`` next to ``recordings``."""
 
     @field_validator("database")
     @classmethod
@@ -330,7 +358,7 @@ class StorageSection(BaseModel):
                 f"expected an SQLAlchemy URL such as sqlite:////var/lib/pbx/pbx.db or "
                 f"postgresql://user:pass@host/db, got {value!r}"
             )
-        base = _base_dir(info)
+        base = base_dir(info)
         return _resolve_sqlite(value, base) if base is not None else value
 
     @field_validator("recordings", mode="before")
@@ -341,19 +369,26 @@ class StorageSection(BaseModel):
         if not str(value).strip():
             raise ValueError("recordings must name a directory")
         path = Path(os.path.expanduser(str(value).strip()))
-        base = _base_dir(info)
+        base = base_dir(info)
         if base is not None and not path.is_absolute():
             path = Path(os.path.normpath(base / path))
         return path
 
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _check_cache(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str | Path):
+            return value
+        if not str(value).strip():
+            raise ValueError("cache must name a directory")
+        return cls._check_recordings(value, info)
 
-def _base_dir(info: ValidationInfo) -> Path | None:
-    context = info.context
-    if isinstance(context, Mapping):
-        base = context.get("base_dir")
-        if isinstance(base, Path):
-            return base
-    return None
+    @property
+    def cache_dir(self) -> Path:
+        """``cache``, or ``prompt-cache`` beside the recordings directory."""
+        if self.cache is not None:
+            return self.cache
+        return self.recordings.parent / "prompt-cache"
 
 
 _LEVELS = ("debug", "info", "warning", "error")
@@ -398,6 +433,8 @@ class User(BaseModel):
     max_contacts: int = Field(default=5, ge=1, le=100)
     call_waiting: bool = True
     """Ring the user's phones even while they are on a call; False answers 486 Busy Here."""
+    dtmf_mode: Literal["auto", "rfc4733", "info", "inband"] = "auto"
+    """How the PBX listens for keys from this user's phone."""
 
     @model_validator(mode="before")
     @classmethod
@@ -456,10 +493,13 @@ class Config(BaseModel):
     storage: StorageSection = StorageSection()
     logging: LoggingSection = LoggingSection()
     recording: RecordingSection = RecordingSection()
+    prompts: PromptsSection = PromptsSection()
     users: tuple[User, ...] = ()
 
     _by_extension: dict[str, User] = PrivateAttr(default_factory=dict)
     _by_id: dict[str, User] = PrivateAttr(default_factory=dict)
+    _locator: IssueLocator | None = PrivateAttr(default=None)
+    _prompts: Prompts | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
@@ -486,6 +526,29 @@ class Config(BaseModel):
         the SIP path, where a pydantic attribute look-up per message would cost more than the
         rest of the look-up."""
         return {**self._by_id, **self._by_extension}
+
+    def issue(self, key_path: KeyPath, message: str) -> ConfigIssue:
+        """A problem with ``key_path`` found after validation (a prompt that cannot be
+        fetched, say), placed at the file and line where that key was written."""
+        if self._locator is None:
+            return ConfigIssue("config", 0, 0, format_key_path(key_path), message)
+        return self._locator.issue_at(key_path, message)
+
+    def written(self, key_path: KeyPath) -> bool:
+        """Whether ``key_path`` was written in the files (not a default)."""
+        return self._locator is not None and key_path in self._locator.positions
+
+    @property
+    def resolved_prompts(self) -> Prompts | None:
+        """The prompts and music, decoded and ready to play, once :func:`pbx.prompts.resolve`
+        has accepted this configuration (``None`` before)."""
+        return self._prompts
+
+    def attach_prompts(self, prompts: Prompts) -> None:
+        """Record the resolved prompts of this configuration (done once, by the loader)."""
+        if self._prompts is not None and self._prompts is not prompts:
+            raise ValueError("this configuration's prompts are already resolved")
+        self._prompts = prompts
 
     def advertised_address(self) -> str:
         """The IP address to put in SDP (``media.address`` or one derived from ``sip.listen``).
@@ -543,13 +606,14 @@ def merge_reload(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]
     )
     if not kept:
         return new, ()
-    applied = Config(
-        sip=new.sip.model_copy(update={"listen": running.sip.listen}),
-        media=new.media.model_copy(update={"rtp_ports": running.media.rtp_ports}),
-        storage=new.storage.model_copy(update={"database": running.storage.database}),
-        logging=new.logging,
-        recording=new.recording,
-        users=new.users,
+    # A copy keeps everything else of ``new``, including its resolved prompts and where its
+    # keys were written.
+    applied = new.model_copy(
+        update={
+            "sip": new.sip.model_copy(update={"listen": running.sip.listen}),
+            "media": new.media.model_copy(update={"rtp_ports": running.media.rtp_ports}),
+            "storage": new.storage.model_copy(update={"database": running.storage.database}),
+        }
     )
     return applied, kept
 
@@ -640,6 +704,7 @@ def load_config(path: str | Path) -> Config:
             issues.append(tree.locator.error_issue(error, tree.data))
     if issues:
         raise ConfigError(sorted(set(issues), key=_issue_order))
+    config._locator = tree.locator
     return config
 
 

@@ -122,7 +122,7 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
     assert problems(path) == [
         "pbx.yaml:4:3: sip.domian: unknown key (did you mean 'domain'?)",
         "pbx.yaml:5:1: http: unknown key"
-        " (allowed here: logging, media, recording, sip, storage, users)",
+        " (allowed here: logging, media, prompts, recording, sip, storage, users)",
     ]
 
 
