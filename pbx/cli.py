@@ -16,7 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Protocol, cast
 
-from pbx.config import Config, ConfigError, load_config
+from pbx.config import Config, ConfigError
+from pbx.prompts import load_resolved
 
 __all__ = ["main"]
 
@@ -88,9 +89,10 @@ def _error(message: str) -> None:
 
 
 def _load(path: Path) -> Config | int:
-    """The configuration, or the exit code after reporting why it cannot be used."""
+    """The configuration with its prompts resolved (files decoded, URLs fetched, text
+    spoken), or the exit code after reporting why it cannot be used."""
     try:
-        return load_config(path)
+        config = load_resolved(path)
     except FileNotFoundError:
         _error(f"{path}: no such file or directory")
         return EXIT_USAGE
@@ -101,6 +103,10 @@ def _load(path: Path) -> Config | int:
     except OSError as exc:
         _error(f"{path}: cannot read: {exc.strerror or exc}")
         return EXIT_USAGE
+    prompts = config.resolved_prompts
+    for warning in prompts.warnings if prompts is not None else ():
+        print(f"warning: {warning}", file=sys.stderr)
+    return config
 
 
 def _summary(path: Path, config: Config) -> str:
