@@ -20,7 +20,6 @@ from pathlib import Path
 from crmsync.models import Base as CrmBase
 from crmsync.writer import CallRecordFolder
 from media.relay import PortAllocator
-from media.sources import default_hold_music
 from media.udp import RtpRelay
 from sip.registrar import Registrar
 from sip.transaction import TimerSettings, TransactionLayer
@@ -29,8 +28,9 @@ from sip.transport import ListenSpec, SipTransport
 from .auth import Authenticator
 from .bindings import BindingWriter, load_bindings
 from .bindings import metadata as bindings_metadata
-from .config import Config, ConfigError, User, load_config, merge_reload
+from .config import Config, ConfigError, User, merge_reload
 from .db import WriteBehind, open_engine
+from .prompts import Prompts, load_resolved, resolve
 from .recording import Recordings
 from .records import CallEvent
 from .registration import RegistrationService
@@ -84,6 +84,8 @@ class Pbx:
         self.config = config
         self.config_path = config_path
         self.listening: list[tuple[str, str, int]] = []
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
 
     async def start(self) -> None:
         config = self.config
@@ -121,9 +123,16 @@ class Pbx:
             self.transport.flush, self.transport.local_address, self.media_address,
             bind_host,
         )
-        # Decoded once here (file I/O off the loop); each held call gets its own looping copy.
-        await asyncio.to_thread(default_hold_music)
-        self.app.hold_music = default_hold_music
+        # `pbx run` resolves the prompts with the config; a Config built in code is resolved
+        # here, off the loop. Each held call gets its own looping copy of the music, from
+        # whatever the latest reload resolved.
+        prompts = config.resolved_prompts
+        if prompts is None:
+            prompts = await asyncio.to_thread(resolve, config)
+            for warning in prompts.warnings:
+                logger.warning("%s", warning)
+        self.prompts: Prompts = prompts
+        self.app.hold_music = lambda: self.prompts.hold_music()
         self.recordings = Recordings(config.storage.recordings, config.recording.format)
         self.app.recordings = self.recordings
         for spec in sip.listen:
@@ -174,12 +183,27 @@ class Pbx:
         if job is not None:
             self.db.submit(job)
 
-    def reload(self) -> bool:
-        """Re-read the config file; apply it if valid. Returns whether it was applied."""
+    def reload(self) -> None:
+        """SIGHUP: reload the config in a task. Prompts are fetched and spoken in a worker
+        thread, so calls go on meanwhile; a SIGHUP during a reload runs one more after it."""
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            return
+        self._reload_again = True
+        self._reloading = asyncio.get_running_loop().create_task(self._reload_until_current())
+
+    async def _reload_until_current(self) -> None:
+        while self._reload_again:
+            self._reload_again = False
+            await self.reload_now()
+
+    async def reload_now(self) -> bool:
+        """Re-read the config file and resolve its prompts; apply both if valid. Returns
+        whether they were applied."""
         if self.config_path is None:
             return False
         try:
-            new = load_config(self.config_path)
+            new = await asyncio.to_thread(load_resolved, self.config_path, self.prompts)
         except ConfigError as e:
             logger.error("reload refused, keeping the running config:\n%s", e)
             return False
@@ -190,7 +214,12 @@ class Pbx:
         for key in kept:
             logger.warning("reload: %s changed but needs a restart; keeping the old value", key)
         self.auth.reconfigure(applied.sip.realm, applied.sip.nonce_ttl, applied.sip.auth_algorithms)
+        prompts = applied.resolved_prompts
+        assert prompts is not None
+        for warning in prompts.warnings:
+            logger.warning("reload: %s", warning)
         self.config = applied
+        self.prompts = prompts
         self.app.apply_config(applied)
         logging.getLogger().setLevel(applied.logging.level.upper())
         logger.info("config reloaded: %d users", len(applied.users))
