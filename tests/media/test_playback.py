@@ -9,7 +9,7 @@ import pytest
 
 from media.g711 import PCMU, ulaw_decode
 from media.playback import PlaybackEngine
-from media.player import RtpStream
+from media.player import RtpStream, SamplesSource, SourceChain, silence_source
 from media.relay import Leg, RelaySession
 from media.rtp import RtpPacket
 from media.tones import ToneSource, beep_spec
@@ -83,3 +83,174 @@ def test_muted_leg_is_latched_but_not_forwarded() -> None:
     relay.mute(Leg.A, False)
     assert relay.on_packet(Leg.A, b"x" * 172, ("127.0.0.1", 4000), False, 1.1) == (
         Leg.B, ("127.0.0.1", 5000))
+
+
+# ---------------------------------------------------------------------------------------------
+# Finite sources, chains and one RTP stream across prompts
+
+
+def _tone(ms: int, freq: float = 1000.0) -> np.ndarray:
+    n = np.arange(ms * 8)
+    return (8000 * np.sin(2 * np.pi * freq * n / 8000)).astype(np.int16)
+
+
+def test_samples_source_plays_once_and_pads_the_last_frame() -> None:
+    source = SamplesSource(_tone(50))
+    assert source.remaining_frames == 3
+    got = [source.next_frame() for _ in range(4)]
+    assert got[3] is None and source.remaining_frames == 0
+    last = got[2]
+    assert last is not None and len(last) == 160 and not last[80:].any() and last[:80].any()
+    with pytest.raises(ValueError, match="1-D int16"):
+        SamplesSource(np.zeros(10, dtype=np.float32))  # type: ignore[arg-type]
+    assert silence_source(0.1).remaining_frames == 5
+    with pytest.raises(ValueError, match="silence"):
+        silence_source(-1)
+
+
+def test_chain_plays_items_in_order_with_a_callback_each() -> None:
+    done: list[str] = []
+    chain = SourceChain()
+    chain.append(SamplesSource(_tone(40)), lambda: done.append("prompt"))
+    chain.append(silence_source(0.04), lambda: done.append("pause"))
+    frames = []
+    while (frame := chain.next_frame()) is not None and len(frames) < 100:
+        frames.append(frame)
+        if len(frames) == 3:
+            chain.append(SamplesSource(_tone(20, 500)), lambda: done.append("next"))
+    assert len(frames) == 5 and done == ["prompt", "pause", "next"]
+    assert frames[0].any() and not frames[2].any() and frames[4].any()
+    chain.append(ToneSource(beep_spec(seconds=60)))
+    assert chain.next_frame() is not None and len(chain) == 1
+    chain.skip()
+    assert chain.next_frame() is None
+    chain.append(silence_source(1))
+    chain.clear()
+    assert chain.next_frame() is None and len(chain) == 0
+
+
+def test_stream_keeps_ssrc_seq_and_timestamps_across_sources_and_marks_gaps() -> None:
+    stream = RtpStream(SamplesSource(_tone(40)), PCMU)
+    t = 100.0
+    first = [RtpPacket.parse(stream.next_packet(t + i * 0.02) or b"") for i in range(2)]
+    assert stream.next_packet(t + 0.04) is None and stream.ended
+    stream.set_source(SamplesSource(_tone(40)))
+    assert not stream.ended
+    # Resumed in the very tick the first source ended: no gap, no marker.
+    cont = RtpPacket.parse(stream.next_packet(t + 0.04) or b"")
+    # Then silence for 1 s (50 ticks) before the next prompt: timestamps jump, marker set.
+    stream.next_packet(t + 0.06)
+    stream.set_source(SamplesSource(_tone(40)))
+    later = RtpPacket.parse(stream.next_packet(t + 1.08) or b"")
+    pkts = [*first, cont, later]
+    assert len({p.ssrc for p in pkts}) == 1 and stream.ssrc == pkts[0].ssrc
+    assert [(p.sequence_number - pkts[0].sequence_number) & 0xFFFF for p in pkts] == [0, 1, 2, 4]
+    assert [(p.timestamp - pkts[0].timestamp) & 0xFFFFFFFF for p in pkts] == [0, 160, 320, 8640]
+    assert [p.marker for p in pkts] == [True, False, False, True]
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine clock: subscribers, completion callbacks, immediate stop
+
+
+@pytest.mark.asyncio
+async def test_subscribers_tick_every_20ms_on_ideal_times_and_the_clock_stops() -> None:
+    engine = PlaybackEngine()
+    times: list[float] = []
+    engine.subscribe("leg", times.append)
+    assert engine.subscribers == 1
+    await asyncio.sleep(0.5)
+    assert engine.unsubscribe("leg") and not engine.unsubscribe("leg")
+    count = len(times)
+    await asyncio.sleep(0.1)
+    assert len(times) == count and engine._timer is None
+    assert 20 <= count <= 27
+    steps = np.diff(times)
+    assert np.allclose(steps, 0.02, atol=1e-9)  # absolute pacing: ideal tick times
+    assert abs(times[-1] - engine.now()) < 0.2
+
+
+@pytest.mark.asyncio
+async def test_on_done_fires_when_a_finite_stream_ends_not_when_stopped() -> None:
+    engine = PlaybackEngine()
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+    sent: list[bytes] = []
+    engine.play("a", RtpStream(_Frames(4), PCMU), lambda d: sent.append(d) or True,
+                on_done=lambda: ended.set_result(len(sent)))
+    stopped: list[int] = []
+    engine.play("b", RtpStream(_Frames(1000), PCMU), lambda _d: True,
+                on_done=lambda: stopped.append(1))
+    assert await asyncio.wait_for(ended, 1.0) == 4
+    assert engine.stop("b") and not engine.stop("b")
+    await asyncio.sleep(0.1)
+    assert stopped == [] and len(engine) == 0 and engine._timer is None
+
+
+@pytest.mark.asyncio
+async def test_prompt_chained_from_on_done_continues_in_the_same_tick() -> None:
+    engine = PlaybackEngine()
+    loop = asyncio.get_running_loop()
+    arrivals: list[tuple[float, RtpPacket]] = []
+    done = loop.create_future()
+    stream = RtpStream(SamplesSource(_tone(60)), PCMU)
+
+    def send(data: bytes) -> bool:
+        arrivals.append((loop.time(), RtpPacket.parse(data)))
+        return True
+
+    def next_prompt() -> None:
+        stream.set_source(SamplesSource(_tone(60, 500)))
+        engine.play("leg", stream, send, on_done=lambda: done.set_result(True))
+
+    engine.play("leg", stream, send, on_done=next_prompt)
+    await asyncio.wait_for(done, 1.0)
+    pkts = [p for _, p in arrivals]
+    assert len(pkts) == 6
+    assert [(p.sequence_number - pkts[0].sequence_number) & 0xFFFF for p in pkts] == list(range(6))
+    assert [(p.timestamp - pkts[0].timestamp) & 0xFFFFFFFF for p in pkts] == [
+        160 * i for i in range(6)]
+    assert [p.marker for p in pkts] == [True] + [False] * 5
+    gaps = np.diff([t for t, _ in arrivals])
+    assert gaps.max() < 0.035  # no tick skipped between the two prompts
+
+
+@pytest.mark.asyncio
+async def test_a_subscriber_stopping_a_stream_stops_it_before_this_ticks_packet() -> None:
+    engine = PlaybackEngine()
+    sent: list[int] = []
+    ticks: list[int] = []
+
+    def subscriber(_now: float) -> None:
+        ticks.append(len(sent))
+        if len(ticks) == 5:
+            engine.stop("prompt")  # a digit arrived: barge-in
+
+    engine.play("prompt", RtpStream(_Frames(1000), PCMU), lambda _d: sent.append(1) or True)
+    engine.subscribe("leg", subscriber)
+    await asyncio.sleep(0.3)
+    engine.close()
+    # Ticks 1-4 each sent a packet; from tick 5 on, none.
+    assert ticks[4] == 4 and len(sent) == 4
+
+
+@pytest.mark.asyncio
+async def test_a_failing_subscriber_or_stream_is_removed_and_the_clock_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = PlaybackEngine()
+    good: list[float] = []
+
+    def bad(_now: float) -> None:
+        raise RuntimeError("boom")
+
+    def bad_send(_data: bytes) -> bool:
+        raise OSError("socket gone")
+
+    engine.subscribe("bad", bad)
+    engine.subscribe("good", good.append)
+    engine.play("s", RtpStream(_Frames(1000), PCMU), bad_send)
+    await asyncio.sleep(0.2)
+    engine.close()
+    assert engine.errors == 2 and engine.subscribers == 0 and len(good) >= 8
+    assert sum("raised and was removed" in r.message for r in caplog.records) == 2
