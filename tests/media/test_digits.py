@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from media.digits import DigitCollector, DigitEvent, DtmfMode
+from media.digits import DigitCollector, DigitEvent, DigitSource, DtmfMode
 from media.dtmf import DtmfDigit
 
-RFC = "rfc4733"
-INFO = "info"
-INBAND = "inband"
+RFC: DigitSource = "rfc4733"
+INFO: DigitSource = "info"
+INBAND: DigitSource = "inband"
 
 
 def _d(digit: str, source: str, ms: int = 100) -> DtmfDigit:
@@ -31,7 +31,7 @@ def _d(digit: str, source: str, ms: int = 100) -> DtmfDigit:
 def test_each_mode_listens_to_its_sources(mode: str, te: bool, listened: set[str]) -> None:
     collector = DigitCollector(mode, te)
     assert collector.mode == DtmfMode(mode)
-    got = {s for s in (RFC, INFO, INBAND) if collector.listens(s)}  # type: ignore[arg-type]
+    got = {s for s in (RFC, INFO, INBAND) if collector.listens(s)}
     assert got == listened
     for i, source in enumerate((RFC, INFO, INBAND)):
         # Different digits, far apart: only the listened sources produce events.

@@ -113,7 +113,7 @@ def test_chain_plays_items_in_order_with_a_callback_each() -> None:
     chain = SourceChain()
     chain.append(SamplesSource(_tone(40)), lambda: done.append("prompt"))
     chain.append(silence_source(0.04), lambda: done.append("pause"))
-    frames = []
+    frames: list[np.ndarray] = []
     while (frame := chain.next_frame()) is not None and len(frames) < 100:
         frames.append(frame)
         if len(frames) == 3:

@@ -1,0 +1,357 @@
+"""The asyncio side of a leg the PBX terminates: sockets for :class:`media.endpoint.LocalLeg`.
+
+A thin adapter, like :mod:`media.udp` is for the relay. :class:`LocalMedia` binds an even RTP
+port and its RTCP port (``port + 1``, RFC 3550 11) from the same
+:class:`~media.relay.PortAllocator` the relay uses, latches to the phone's real address
+(symmetric RTP, RFC 4961, as the relay does), hands every accepted RTP datagram to the
+:class:`~media.endpoint.LocalLeg` straight from ``datagram_received`` (no task, no queue, no
+log line per packet), and subscribes the leg to the engine clock
+(:class:`~media.playback.PlaybackEngine`), whose tick plays out the jitter buffer and runs the
+DTMF detectors. What the PBX plays to the phone (prompts, tones, an echo) goes out of the same
+RTP port, so it arrives from where the phone sends: one RTP stream per leg
+(:class:`~media.player.RtpStream`), whatever is played on it.
+
+Key presses reach ``on_digit(DigitEvent)`` on the tick after they are detected, before that
+tick's packets are sent, so a prompt stopped on a digit (barge-in) sends nothing more. Decoded
+audio reaches the optional ``on_audio(frame)`` once per tick (an echo test, a recorder). A
+callback that raises is logged once and unsubscribed by the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+from collections.abc import Callable
+from types import TracebackType
+
+import numpy as np
+from numpy.typing import NDArray
+
+from media.digits import DigitEvent
+from media.endpoint import Latch, LocalLeg
+from media.playback import PlaybackEngine
+from media.player import FrameSource, RtpStream
+from media.relay import Address, NoPortsError, PortAllocator
+
+__all__ = ["LocalMedia"]
+
+# Errors that say "this port is taken, try another" (as media.udp).
+_PORT_BUSY = frozenset({errno.EADDRINUSE, errno.EACCES})
+# How long close() waits for the event loop to confirm that the sockets are closed.
+_CLOSE_TIMEOUT = 2.0
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    """The RTP or RTCP socket of one :class:`LocalMedia`."""
+
+    __slots__ = (
+        "_clock",
+        "_latch",
+        "_leg",
+        "_lost",
+        "_rtcp",
+        "packets",
+        "transport",
+        "writable",
+    )
+
+    def __init__(
+        self,
+        leg: LocalLeg,
+        latch: Latch,
+        rtcp: bool,
+        clock: Callable[[], float],
+        lost: asyncio.Future[None],
+    ) -> None:
+        self._leg = leg
+        self._latch = latch
+        self._rtcp = rtcp
+        self._clock = clock
+        self._lost = lost
+        self.transport: asyncio.DatagramTransport | None = None
+        self.writable = True
+        #: Datagrams accepted from the phone.
+        self.packets = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Typed as BaseTransport by asyncio; a datagram endpoint always hands a datagram one.
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        if not self._latch.accept(addr, self._rtcp):
+            return
+        self.packets += 1
+        if not self._rtcp:
+            self._leg.on_rtp(data, self._clock())
+        # RTCP from the phone only keeps its NAT binding and latch; reports are not needed to
+        # play prompts or detect digits.
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable while a phone restarts) say nothing to act on per
+        # packet; a phone that is gone shows up as a SIP or RTP timeout.
+        return
+
+    def pause_writing(self) -> None:
+        # RTP is real-time: when the socket buffer is full, drop rather than queue.
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.writable = False
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+
+class LocalMedia:
+    """One terminated leg: its two UDP ports, latching, its :class:`LocalLeg` on the engine
+    clock, and the RTP stream the PBX plays to the phone. Make one with :meth:`open`."""
+
+    def __init__(
+        self,
+        *,
+        ports: PortAllocator,
+        port: int,
+        family: socket.AddressFamily,
+        engine: PlaybackEngine,
+        leg: LocalLeg,
+        latch: Latch,
+        endpoints: tuple[_Endpoint, _Endpoint],
+        lost: list[asyncio.Future[None]],
+        on_digit: Callable[[DigitEvent], None],
+        on_audio: Callable[[NDArray[np.int16]], None] | None,
+    ) -> None:
+        self._ports = ports
+        self._port = port
+        self._family = family
+        self._engine = engine
+        self._leg = leg
+        self._latch = latch
+        self._rtp, self._rtcp = endpoints
+        self._lost = lost
+        self._on_digit = on_digit
+        self._on_audio = on_audio
+        self._stream: RtpStream | None = None
+        self._closed = False
+        engine.subscribe(self, self._tick)
+
+    @classmethod
+    async def open(
+        cls,
+        ports: PortAllocator,
+        bind_host: str,
+        engine: PlaybackEngine,
+        leg: LocalLeg,
+        on_digit: Callable[[DigitEvent], None],
+        on_audio: Callable[[NDArray[np.int16]], None] | None = None,
+    ) -> LocalMedia:
+        """Bind RTP and RTCP on ``bind_host`` (an IP literal) and start ticking ``leg``.
+
+        Ports that cannot be bound (taken by another program) are skipped; raises
+        :class:`~media.relay.NoPortsError` when no pair in the range can be had.
+        """
+        try:
+            ip = ipaddress.ip_address(bind_host)
+        except ValueError:
+            raise ValueError(f"bind_host {bind_host!r} is not an IP address literal") from None
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        port, rtp_sock, rtcp_sock = _bind_pair(ports, family, bind_host)
+        loop = asyncio.get_running_loop()
+        latch = Latch()
+        endpoints: list[_Endpoint] = []
+        lost: list[asyncio.Future[None]] = []
+        try:
+            for is_rtcp, sock in ((False, rtp_sock), (True, rtcp_sock)):
+                future: asyncio.Future[None] = loop.create_future()
+                endpoint = _Endpoint(leg, latch, is_rtcp, loop.time, future)
+                await loop.create_datagram_endpoint(_returning(endpoint), sock=sock)
+                endpoints.append(endpoint)
+                lost.append(future)
+        except BaseException:
+            for endpoint in endpoints:
+                if endpoint.transport is not None:
+                    endpoint.transport.close()
+            rtp_sock.close()
+            rtcp_sock.close()
+            ports.release(port)
+            raise
+        return cls(
+            ports=ports, port=port, family=family, engine=engine, leg=leg, latch=latch,
+            endpoints=(endpoints[0], endpoints[1]), lost=lost, on_digit=on_digit,
+            on_audio=on_audio,
+        )
+
+    @property
+    def port(self) -> int:
+        """The RTP port (put it in the SDP answer)."""
+        return self._port
+
+    @property
+    def rtcp_port(self) -> int:
+        """The RTCP port: always ``port + 1``."""
+        return self._port + 1
+
+    @property
+    def leg(self) -> LocalLeg:
+        """The sans-I/O leg (codec, DTMF mode, counters)."""
+        return self._leg
+
+    @property
+    def latch(self) -> Latch:
+        """Latching state and its drop counters."""
+        return self._latch
+
+    @property
+    def packets(self) -> int:
+        """RTP datagrams accepted from the phone."""
+        return self._rtp.packets
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._closed
+
+    @property
+    def playing(self) -> bool:
+        """Whether something is being played to the phone."""
+        return self in self._engine
+
+    def set_remote(self, addr: Address | None, rtcp_addr: Address | None = None) -> None:
+        """Where the phone receives media, from its SDP (None while unknown). The host must be
+        an IP literal. A changed address unlatches, and the next packet latches again."""
+        self._latch.set_remote(
+            None if addr is None else self._for_socket(addr),
+            None if rtcp_addr is None else self._for_socket(rtcp_addr),
+        )
+
+    def send(self, data: bytes) -> bool:
+        """Send one RTP packet to the phone from the RTP port (the engine's ``send``). False if
+        its address is not known, the socket is full, or the leg is closed."""
+        dest = self._latch.destination()
+        transport = self._rtp.transport
+        if dest is None or transport is None or not self._rtp.writable or self._closed:
+            return False
+        transport.sendto(data, dest)
+        return True
+
+    def play(self, source: FrameSource, on_done: Callable[[], None] | None = None) -> None:
+        """Play ``source`` to the phone, replacing what plays now, on the leg's one RTP stream
+        (same SSRC, sequence numbers and timestamps running on). ``on_done()`` runs on the tick
+        at which a finite source has ended, not when it is stopped or replaced; playing the
+        next prompt from it leaves no gap."""
+        if self._closed:
+            raise RuntimeError("LocalMedia is closed")
+        stream = self._stream
+        if stream is None:
+            stream = self._stream = RtpStream(source, self._leg.codec)
+        else:
+            stream.set_source(source)
+        self._engine.play(self, stream, self.send, on_done)
+
+    def stop_playing(self) -> bool:
+        """Stop what plays now, before its next packet (barge-in); False if nothing played."""
+        return self._engine.stop(self)
+
+    def on_info(self, content_type: str, body: bytes) -> DigitEvent | None:
+        """The body of a SIP INFO request from this leg's phone. A key press it carries goes
+        to ``on_digit`` at once and is returned; None if it carried none (or a duplicate)."""
+        if self._closed:
+            return None
+        event = self._leg.on_info(content_type, body, self._engine.now())
+        if event is not None:
+            self._deliver()
+        return event
+
+    async def close(self) -> None:
+        """Stop ticking and playing, close both sockets and give the ports back. Safe to call
+        more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._engine.unsubscribe(self)
+        self._engine.stop(self)
+        for endpoint in (self._rtp, self._rtcp):
+            if endpoint.transport is not None:
+                endpoint.transport.close()
+        # The ports go back only once the sockets are really closed, so they can be bound again.
+        await asyncio.wait(self._lost, timeout=_CLOSE_TIMEOUT)
+        self._ports.release(self._port)
+
+    async def __aenter__(self) -> LocalMedia:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _tick(self, now: float) -> None:
+        frame = self._leg.tick(now)
+        if frame is not None and self._on_audio is not None:
+            self._on_audio(frame)
+        self._deliver()
+
+    def _deliver(self) -> None:
+        for event in self._leg.digits():
+            self._on_digit(event)
+
+    def _for_socket(self, addr: Address) -> Address:
+        try:
+            ip = ipaddress.ip_address(addr[0])
+        except (ValueError, TypeError, IndexError):
+            raise ValueError(f"remote {addr!r} is not an IP address literal") from None
+        port = addr[1]
+        if self._family == socket.AF_INET6 and ip.version == 4:
+            # A dual-stack socket reaches IPv4 peers through IPv4-mapped addresses (RFC 4291).
+            return (f"::ffff:{ip}", port)
+        if self._family == socket.AF_INET and ip.version == 6:
+            mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+            if mapped is None:
+                raise ValueError(f"remote {addr!r} is IPv6 but the leg is bound to IPv4")
+            return (str(mapped), port)
+        return (str(ip), port)
+
+
+def _returning(endpoint: _Endpoint) -> Callable[[], _Endpoint]:
+    return lambda: endpoint
+
+
+def _bind_pair(
+    ports: PortAllocator, family: socket.AddressFamily, host: str
+) -> tuple[int, socket.socket, socket.socket]:
+    last_error: OSError | None = None
+    # Each failed port goes to the back of the queue, so this visits every free port once.
+    for _ in range(max(1, ports.available)):
+        port = ports.allocate()
+        try:
+            rtp = _bind(family, host, port)
+            try:
+                rtcp = _bind(family, host, port + 1)
+            except BaseException:
+                rtp.close()
+                raise
+        except OSError as exc:
+            ports.release(port)
+            if exc.errno not in _PORT_BUSY:
+                raise
+            last_error = exc
+            continue
+        return port, rtp, rtcp
+    raise NoPortsError(f"no free RTP port pair could be bound on {host}: {last_error}")
+
+
+def _bind(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
