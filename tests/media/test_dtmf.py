@@ -165,6 +165,16 @@ def test_event_with_lost_ends_is_flushed_by_poll_after_timeout() -> None:
     assert receiver.feed(1000, False, packets[-1][2], last_seen + 6.0) == []
 
 
+def test_flush_reports_the_open_event_and_forgets_the_stream() -> None:
+    receiver = Rfc4733Receiver()
+    packets = _event_packets("7", 1000, 200, ends=0)
+    assert _feed_all(receiver, packets) == []
+    assert receiver.flush() == [DtmfDigit("7", 170, "rfc4733")]
+    assert receiver.get_timer() is None and receiver.flush() == []
+    # A restarted stream may reuse the timestamp: it is a new press, not a late copy.
+    assert [d.digit for d in _feed_all(receiver, _event_packets("7", 1000))] == ["7"]
+
+
 def test_same_digit_twice_is_two_events() -> None:
     packets = _event_packets("0", 1000) + _event_packets("0", 2600)
     assert [d.digit for d in _feed_all(Rfc4733Receiver(), packets)] == ["0", "0"]
@@ -361,6 +371,19 @@ def test_long_press_is_one_digit_and_short_dropout_is_bridged() -> None:
     got = _detect(_through_ulaw(press))
     assert [d.digit for d in got] == ["6"]
     assert 700 <= got[0].duration_ms <= 800
+
+
+def test_reset_drops_a_tone_in_progress() -> None:
+    rng = np.random.default_rng(7)
+    detector = InbandDetector()
+    assert detector.feed(_through_ulaw(_dual_tone("2", 100, rng))) == []
+    assert detector.active
+    detector.reset()
+    assert not detector.active
+    assert detector.feed(np.zeros(800, dtype=np.int16)) == []
+    # The next tone is detected as usual.
+    assert [d.digit for d in _detect(_through_ulaw(_dual_tone("2", 100, rng)), 160, detector)] == [
+        "2"]
 
 
 def test_same_key_after_a_real_pause_is_two_digits() -> None:

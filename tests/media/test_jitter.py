@@ -187,3 +187,15 @@ def test_arbitrary_input_never_breaks_invariants(seqs: list[int], capacity: int,
     frames = list(islice(iter(jb.pop, None), 200))
     for a, b in pairwise(frames):
         assert (b.sequence_number - a.sequence_number) & 0xFFFF == 1
+
+
+def test_reset_starts_over_on_a_new_stream_at_once() -> None:
+    jb = JitterBuffer(capacity=8, prefetch=2)
+    add(jb, 100, 101, 102)
+    assert drain(jb, 2) == [100, 101]
+    jb.reset()
+    assert len(jb) == 0 and jb.pop() is None
+    # A new SSRC's first packet is taken at once, however far its sequence number is.
+    assert add(jb, 40000, 40001, 40002) == [True, True, True]
+    assert drain(jb) == [40000, 40001, 40002]
+    assert jb.resyncs == 0 and jb.late == 0
