@@ -218,8 +218,10 @@ class MusicSource(BaseModel):
         if "text" in value:
             raise ValueError(f"music cannot be text-to-speech; use {_MUSIC_HINT}")
         given = [name for name in ("file", "url") if value.get(name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give one of file or url (or write `default`): {_MUSIC_HINT}")
+        if len(given) > 1:
+            raise ValueError("give only one of file or url, not both")
+        if not given:
+            raise ValueError(f"give file or url (or write `default`): {_MUSIC_HINT}")
         return value
 
     @field_validator("file", mode="before")

@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -133,21 +134,24 @@ class UrlCache:
         entry = self._entry(url)
         return entry.data if entry is not None else None
 
-    def fetch(self, url: str) -> Fetched:
+    def fetch(self, url: str, decode: Callable[[Path], Frame] = load_audio) -> Fetched:
         """The audio at ``url``: downloaded, or revalidated from the cache.
 
-        Raises :class:`FetchError` when it cannot be fetched or is not audio and there is no
+        ``decode`` turns a file into engine audio (:func:`~media.sources.load_audio`, or a
+        caller's version that remembers files it already decoded) and raises
+        :class:`~media.sources.AudioError` for a file that is not audio. Raises
+        :class:`FetchError` when the URL cannot be fetched or is not audio and there is no
         usable cached copy.
         """
         entry = self._entry(url)
         cached: Frame | None = None
         if entry is not None:
             try:
-                cached = load_audio(entry.data)
+                cached = decode(entry.data)
             except AudioError:
                 entry, cached = None, None  # damaged or deleted: fetch it again, unconditionally
         try:
-            result = self._download(url, entry)
+            result = self._download(url, entry, decode)
         except FetchError as exc:
             if entry is None or cached is None:
                 raise
@@ -218,7 +222,9 @@ class UrlCache:
         return data
 
     # -- HTTP ---------------------------------------------------------------------------------
-    def _download(self, url: str, entry: _Entry | None) -> tuple[Path, Frame] | None:
+    def _download(
+        self, url: str, entry: _Entry | None, decode: Callable[[Path], Frame]
+    ) -> tuple[Path, Frame] | None:
         """The new file and its audio, or None when the server says the copy is current."""
         headers = {"User-Agent": self._user_agent, "Accept": _ACCEPT}
         if entry is not None:
@@ -250,7 +256,7 @@ class UrlCache:
             with response, os.fdopen(fd, "wb") as out:
                 self._copy_body(response, out, deadline)
             try:
-                samples = load_audio(body)
+                samples = load_audio(body)  # the temporary file: nothing to remember it by
             except AudioError as exc:
                 kind = response.headers.get("Content-Type") or "no Content-Type"
                 raise FetchError(f"not audio ({kind}): {exc.reason}") from None

@@ -186,6 +186,12 @@ class _Resolver:
             )
             return Path(self.keep.name)
 
+    def remember(self, path: Path, samples: Frame) -> None:
+        """Note audio decoded elsewhere (a fresh download), so a reload need not decode it."""
+        with contextlib.suppress(OSError):
+            stat = os.stat(path)
+            self.decoded[(str(path), stat.st_mtime_ns, stat.st_size)] = _frozen(samples)
+
     def decode(self, path: Path) -> Frame:
         """``load_audio`` with a memory of files already decoded (same path, size and mtime)."""
         try:
@@ -215,7 +221,7 @@ class _Resolver:
         if self.urls is None:
             return None  # the CA bundle problem is already reported
         try:
-            fetched = self.urls.fetch(source.url)
+            fetched = self.urls.fetch(source.url, self.decode)
         except FetchError as exc:
             self.issues.append(
                 self.config.issue((*path, "url"), f"cannot fetch {source.url}: {exc.reason}")
@@ -225,7 +231,9 @@ class _Resolver:
             self.warnings.append(
                 self.config.issue((*path, "url"), f"cannot fetch {source.url}: {fetched.warning}")
             )
-        return self.decode(fetched.path)
+        if fetched.status == "downloaded":
+            self.remember(fetched.path, fetched.samples)
+        return fetched.samples
 
     def speak(
         self, text: str, language: str | None, voice: str | None, path: KeyPath
