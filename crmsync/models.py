@@ -38,3 +38,6 @@ class Call(Base):
     sip_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     recording_path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     recording_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    transferred_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The user the call was last transferred to (None if it never was)."""
+    transfers: Mapped[int] = mapped_column(Integer, default=0)

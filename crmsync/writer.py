@@ -17,7 +17,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from pbx.records import CallAnswered, CallEnded, CallEvent, CallStarted
+from pbx.records import CallAnswered, CallEnded, CallEvent, CallStarted, CallTransferred
 
 from .models import Call
 
@@ -59,6 +59,8 @@ class CallRecordFolder:
                 "sip_code": None,
                 "recording_path": None,
                 "recording_seconds": None,
+                "transferred_to": None,
+                "transfers": 0,
             }
             self._rows[event.call_id] = new_row
         else:
@@ -69,6 +71,9 @@ class CallRecordFolder:
                 row["answered_at"] = event.answered_at
                 row["answered_by"] = event.answered_by
                 row["ring_seconds"] = event.ring_seconds
+            elif isinstance(event, CallTransferred):
+                row["transferred_to"] = event.to_user
+                row["transfers"] += 1
             elif isinstance(event, CallEnded):
                 row.update(
                     ended_at=event.ended_at,

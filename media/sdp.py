@@ -26,7 +26,7 @@ from typing import Final
 __all__ = [
     "DIRECTIONS", "Attribute", "Connection", "MediaSection", "Origin", "RtcpAttribute", "RtpMap",
     "SdpError", "SdpLine", "SessionDescription", "audio_endpoint", "direction",
-    "rewrite_for_anchor",
+    "rewrite_for_anchor", "with_direction",
 ]
 
 #: The media direction attributes of RFC 3264 5.1 / RFC 8866 6.7.
@@ -581,3 +581,33 @@ def rewrite_for_anchor(
             lines.append(SdpLine("a", direction(sd)))
         media.append(MediaSection(tuple(lines)))
     return SessionDescription(tuple(session), tuple(media))
+
+
+def with_direction(sd: SessionDescription, value: str) -> SessionDescription:
+    """A copy of ``sd`` whose live audio stream has the direction ``value`` (RFC 3264 6.1).
+
+    Session-level and media-level direction attributes of that stream are replaced by one
+    media-level attribute. Used when the PBX re-offers a held party's last SDP to a new party:
+    the new media session must not inherit the hold.
+    """
+    if value not in DIRECTIONS:
+        raise SdpError(f"bad direction {value!r}")
+    anchored = _anchored_index(sd)
+    if anchored is None:
+        return sd
+    session = tuple(
+        line for line in sd.session
+        if not (line.kind == "a" and Attribute.parse(line.value).name in DIRECTIONS)
+    )
+    media: list[MediaSection] = []
+    for index, section in enumerate(sd.media):
+        if index != anchored:
+            media.append(section)
+            continue
+        lines = [
+            line for line in section.lines
+            if not (line.kind == "a" and Attribute.parse(line.value).name in DIRECTIONS)
+        ]
+        lines.append(SdpLine("a", value))
+        media.append(MediaSection(tuple(lines)))
+    return SessionDescription(session, tuple(media))

@@ -99,3 +99,37 @@ def rename_format(sd: SessionDescription, old: str, new: str) -> SessionDescript
     media = list(sd.media)
     media[index] = replace(section, lines=tuple(lines))
     return replace(sd, media=tuple(media))
+
+
+def g711_offer(sd: SessionDescription, first: str) -> SessionDescription:
+    """A re-offer of ``sd``'s audio stream with G.711 only: ``first`` ("0" or "8"), then the
+    other variant, then the telephone-event formats ``sd`` had (RFC 4733), in that order.
+
+    Used when a party already talking in ``first`` is connected to a new phone (a transfer):
+    whichever variant the new phone picks, the relay can convert it, and nothing else can be
+    picked that the first party's session does not carry.
+    """
+    if first not in _G711:
+        raise ValueError(f"not a G.711 payload type: {first!r}")
+    found = _audio(sd)
+    if found is None:
+        return sd
+    index, section = found
+    events = [
+        m.payload_type for m in section.rtpmaps
+        if m.encoding.lower() == "telephone-event" and m.clock_rate == 8000
+    ]
+    other = "8" if first == "0" else "0"
+    formats = [first, other, *(str(pt) for pt in events)]
+    m_fields = section.lines[0].value.split()
+    lines = [SdpLine("m", " ".join([*m_fields[:3], *formats]))]
+    lines += [SdpLine("a", f"rtpmap:{pt} {_G711[pt]}") for pt in (first, other)]
+    for line in section.lines[1:]:
+        if line.kind == "a" and line.value.split(":", 1)[0] in ("rtpmap", "fmtp"):
+            pt = line.value.split(":", 1)[1].split(" ", 1)[0] if ":" in line.value else ""
+            if pt not in formats or pt in _G711:
+                continue
+        lines.append(line)
+    media = list(sd.media)
+    media[index] = replace(section, lines=tuple(lines))
+    return replace(sd, media=tuple(media))

@@ -39,6 +39,7 @@ from sip.uri import Address, SipUri
 from .callstate import (
     ALLOW,
     FORWARDED_METHODS,
+    SUPPORTED,
     Call,
     Fork,
     Forwarded,
@@ -52,6 +53,7 @@ from .callstate import (
     utcnow,
 )
 from .records import CallAnswered, CallEnded, CallStarted
+from .transfer import Transfers
 
 if TYPE_CHECKING:
 
@@ -71,6 +73,9 @@ class CallController:
         self._byes: set[str] = set()
         self._dialogs: dict[tuple[str, str], tuple[Call, Side]] = {}
         self._acks: dict[tuple[str, str], tuple[Request, Peer]] = {}
+        # Dialogs a transfer took a phone out of: a late BYE on them still gets its 200.
+        self._departed: set[tuple[str, str]] = set()
+        self.transfers = Transfers(self)
 
     # -- new calls ---------------------------------------------------------------------------
     def on_invite(self, req: Request, peer: Peer, key: str, caller: User) -> None:
@@ -108,7 +113,8 @@ class CallController:
             id=call_id, caller=caller, callee=callee, a_invite=req, a_key=key, a_peer=peer,
             a_tag=new_tag(), a_offer=offer, started=started,
         )
-        call.sdp_session = int(uuid.uuid4().int % 10**9)
+        base = int(uuid.uuid4().int % 10**9)
+        call.sdp_ids = {"a": base, "b": base + 1}
         call.max_forwards = max_forwards(req) - 1
         self.calls[call.id] = call
         self._by_server_key[key] = call
@@ -188,6 +194,7 @@ class CallController:
         h.add("CSeq", "1 INVITE")
         h.add("Contact", str(app.contact(peer)))
         h.add("Allow", ALLOW)
+        h.add("Supported", SUPPORTED)
         h.add("User-Agent", app.user_agent)
         if body:
             h.add("Content-Type", "application/sdp")
@@ -204,12 +211,14 @@ class CallController:
         call.sdp_version[side] += 1
         out = rewrite_for_anchor(
             sd, self.app.media_address, call.relay.port(leg_of(side)),
-            call.sdp_session + (1 if side == "b" else 0), call.sdp_version[side],
+            call.sdp_ids[side], call.sdp_version[side],
         )
         return bytes(out)
 
     # -- responses on B-leg forks ------------------------------------------------------------
     def on_response(self, resp: Response, key: str) -> None:
+        if self.transfers.on_response(resp, key):
+            return
         if key in self._forks:
             call, fork = self._forks[key]
             self._on_fork_response(call, fork, resp)
@@ -298,6 +307,7 @@ class CallController:
         out = app.make_response(call.a_invite, 200, to_tag=call.a_tag, dialog=True)
         out.headers.add("Contact", str(app.contact(call.a_peer)))
         out.headers.add("Allow", ALLOW)
+        out.headers.add("Supported", SUPPORTED)
         if body:
             out.headers.add("Content-Type", "application/sdp")
             out.body = body
@@ -424,6 +434,9 @@ class CallController:
         app = self.app
         found = self._dialogs.get((req.call_id, req.to_tag or ""))
         if found is None:
+            if (req.call_id, req.to_tag or "") in self._departed and req.method == "BYE":
+                app.respond(key, req, 200)  # the BYE crossed ours after a transfer
+                return True
             return False
         call, side = found
         dialog = call.dialog(side)
@@ -434,6 +447,8 @@ class CallController:
         method = req.method
         if method == "BYE":
             app.respond(key, req, 200)
+            if self.transfers.on_transferor_bye(call, side):
+                return True
             other = other_side(side)
             od, op = call.dialog(other), call.peer(other)
             if od is not None and op is not None:
@@ -448,6 +463,12 @@ class CallController:
             dialog.update_target(req)
             call.reinvite_pending = True
             self._forward(call, side, key, req)
+            return True
+        if method == "REFER":
+            self.transfers.on_refer(call, side, req, key)
+            return True
+        if method == "INFO" and req.headers.get("Record") is not None:
+            self._record_key(call, side, req, key)
             return True
         if method in FORWARDED_METHODS:
             self._forward(call, side, key, req)
@@ -574,6 +595,8 @@ class CallController:
     # -- failures and the end of a call ------------------------------------------------------
     def on_failure(self, key: str) -> None:
         """A client transaction timed out or its transport failed (treated as 408)."""
+        if self.transfers.on_failure(key):
+            return
         if key in self._forks:
             call, fork = self._forks[key]
             self._on_fork_failure(call, fork)
@@ -633,6 +656,7 @@ class CallController:
         call.state = "ended"
         if call.ring_timer is not None:
             call.ring_timer.cancel()
+        self.transfers.abort(call)
         self.calls.pop(call.id, None)
         self._by_server_key.pop(call.a_key, None)
         self._by_a_call_id.pop(call.a_invite.call_id, None)
@@ -658,6 +682,36 @@ class CallController:
             call.id, ended, disposition, cause, by, code, max(0.0, duration), ring,
             recording[0] if recording else None, recording[1] if recording else None,
         ))
+
+    def _depart(self, dialog: Dialog) -> None:
+        """``dialog``'s phone left the call in a transfer; answer its BYE for a while."""
+        k = (dialog.call_id, dialog.local_tag)
+        self._departed.add(k)
+        asyncio.get_running_loop().call_later(64 * self.app.t1 + 1.0, self._departed.discard, k)
+
+    def _record_key(self, call: Call, side: Side, req: Request, key: str) -> None:
+        """A phone's record key (INFO with ``Record: on|off``, as BroadWorks-style phones
+        send it): "on" starts or resumes the call's recording, "off" pauses it (the file keeps
+        its timeline, with silence for the paused time)."""
+        app = self.app
+        value = (req.headers.get("Record") or "").strip().lower()
+        recordings = app.recordings
+        if value not in ("on", "off") or recordings is None or call.relay is None:
+            app.respond(key, req, 400 if recordings is not None else 403,
+                        "Record must be on or off" if recordings is not None
+                        else "Recording disabled")
+            return
+        now = app.now()
+        if value == "on":
+            if not recordings.is_recording(call.id):
+                recordings.start(call.id, call.relay, now)
+            elif recordings.is_paused(call.id):
+                recordings.resume(call.id, now)
+        elif recordings.is_recording(call.id):
+            recordings.pause(call.id, now)
+        logger.info("call %s: recording %s by %s", call.id,
+                    "on" if value == "on" else "paused", call.user(side).id)
+        app.respond(key, req, 200)
 
     def _remember_ack(self, dialog: Dialog, ack: Request, peer: Peer) -> None:
         # Kept as long as the far side may retransmit its 2xx (Timer M, 64*T1, RFC 6026),

@@ -18,9 +18,12 @@ if TYPE_CHECKING:
     from media.udp import RelayHandle
 
     from .config import User
+    from .transfer import Transfer
 
 Side = Literal["a", "b"]
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER, REFER, NOTIFY"
+#: RFC 3891: phones only offer attended transfer (REFER with Replaces) to peers that say so.
+SUPPORTED = "replaces"
 FORWARDED_METHODS = frozenset({"INFO", "UPDATE", "MESSAGE", "OPTIONS", "NOTIFY"})
 
 
@@ -74,7 +77,9 @@ class Call:
     b_peer: Peer | None = None
     ring_timer: asyncio.TimerHandle | None = None
     sdp_version: dict[Side, int] = field(default_factory=lambda: {"a": 0, "b": 0})
-    sdp_session: int = 0
+    sdp_ids: dict[Side, int] = field(default_factory=lambda: {"a": 0, "b": 1})
+    """The o= session id of the SDP the PBX sends on each side (RFC 3264 8: it stays the same
+    for the whole dialog, even when the dialog moves to another call in a transfer)."""
     pending_b_ack: tuple[Dialog, Request, Peer] | None = None
     """Delayed offer: the ACK for the callee's 200, sent once the caller's ACK brings the answer."""
     caller_codec: str | None = None
@@ -90,11 +95,24 @@ class Call:
     held: bool = False
     """The last offer in the call put one side on hold (RTP may stop: no media timeout)."""
 
+    transfer: Transfer | None = None
+    """The transfer in progress on this call (a :class:`pbx.transfer.Transfer`), if any."""
+
     def dialog(self, side: Side) -> Dialog | None:
         return self.a_dialog if side == "a" else self.b_dialog
 
     def peer(self, side: Side) -> Peer | None:
         return self.a_peer if side == "a" else self.b_peer
+
+    def user(self, side: Side) -> User:
+        return self.caller if side == "a" else self.callee
+
+    def set_party(self, side: Side, user: User, dialog: Dialog | None, peer: Peer | None) -> None:
+        """Put another phone on ``side`` (a transfer replaced the party there)."""
+        if side == "a":
+            self.caller, self.a_dialog, self.a_peer = user, dialog, peer or self.a_peer
+        else:
+            self.callee, self.b_dialog, self.b_peer = user, dialog, peer
 
 
 def other_side(side: Side) -> Side:

@@ -56,7 +56,19 @@ class CallEnded:
     recording_seconds: float | None = None
 
 
-CallEvent = CallStarted | CallAnswered | CallEnded
+@dataclass(frozen=True, slots=True)
+class CallTransferred:
+    call_id: str
+    at: datetime
+    from_user: str
+    """The user whose phone handed the call over (the transferor)."""
+    to_user: str
+    """The user whose phone now has the call."""
+    kind: str
+    """blind | attended"""
+
+
+CallEvent = CallStarted | CallAnswered | CallEnded | CallTransferred
 
 
 class RecordSink(Protocol):

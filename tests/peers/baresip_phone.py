@@ -79,6 +79,8 @@ class Phone:
         self.direct_ua: Any = None
         self.reg_ua: Any = None
         self.call: Any = None
+        # The call put on hold while consulting a transfer target (attended transfer).
+        self.parked: Any = None
         self._adopted: set[int] = set()
         self._pending_events: dict[int, list[Any]] = {}
         self._dtmf_pressed: tuple[str, float] | None = None
@@ -197,6 +199,10 @@ class Phone:
             self._flush_digit()
         elif kind is Event.CALL_CLOSED:
             self._flush_digit()
+            if self.parked is not None and self.parked.handle == event.call:
+                self.parked = None
+                self.sink.emit("closed", reason=event.text or "", parked=True)
+                return
             if self.call is not None and self.call.handle == event.call:
                 self.call = None
             self.sink.emit("closed", reason=event.text or "")
@@ -302,6 +308,46 @@ class Phone:
 
     async def cmd_resume(self, msg: dict[str, Any]) -> None:
         await self._need_call().resume()
+
+    async def cmd_transfer(self, msg: dict[str, Any]) -> None:
+        """Blind transfer (REFER) of the current call to ``uri``, on hold first as desk
+        phones do; emits ``transferred`` or ``transfer_failed``."""
+        from baresip.errors import TransferFailed
+
+        call = self._need_call()
+        if msg.get("hold", True):
+            await call.hold()
+        try:
+            await call.transfer(str(msg["uri"]), timeout=float(msg.get("timeout", 20.0)))
+        except TransferFailed as exc:
+            self.sink.emit("transfer_failed", reason=str(exc))
+            return
+        self.sink.emit("transferred")
+
+    async def cmd_consult(self, msg: dict[str, Any]) -> None:
+        """Hold the current call and dial ``uri`` (the consultation of an attended transfer)."""
+        call = self._need_call()
+        if self.parked is not None:
+            raise RuntimeError("already consulting")
+        await call.hold()
+        self.parked, self.call = call, None
+        ua = self.reg_ua or self.direct_ua
+        self._adopt(await ua.dial(str(msg["uri"])))
+
+    async def cmd_attended_transfer(self, msg: dict[str, Any]) -> None:
+        """Hand the held call's peer over to the consultation call's peer (REFER with
+        Replaces); emits ``transferred`` or ``transfer_failed``."""
+        from baresip.errors import TransferFailed
+
+        if self.parked is None:
+            raise RuntimeError("no held call to transfer")
+        try:
+            await self.parked.attended_transfer(
+                self._need_call(), timeout=float(msg.get("timeout", 20.0)))
+        except TransferFailed as exc:
+            self.sink.emit("transfer_failed", reason=str(exc))
+            return
+        self.sink.emit("transferred")
 
     async def cmd_tone(self, msg: dict[str, Any]) -> None:
         freq = float(msg["freq"])

@@ -445,6 +445,20 @@ class Phone(PeerProcess):
         """Take the call off hold."""
         await self.command("resume")
 
+    async def transfer(self, uri: str, *, hold: bool = True, timeout: float = 20.0) -> None:
+        """Blind-transfer the call to ``uri`` (REFER); returns once the outcome is known:
+        a ``transferred`` or ``transfer_failed`` event."""
+        await self.command("transfer", ack_timeout=timeout + 10.0, uri=uri, hold=hold,
+                           timeout=timeout)
+
+    async def consult(self, uri: str) -> None:
+        """Hold the current call and dial ``uri`` for an attended transfer."""
+        await self.command("consult", ack_timeout=15.0, uri=uri)
+
+    async def attended_transfer(self, timeout: float = 20.0) -> None:
+        """Join the held call's peer with the consultation call's peer (REFER + Replaces)."""
+        await self.command("attended_transfer", ack_timeout=timeout + 10.0, timeout=timeout)
+
     async def tone(self, freq: float, amplitude: float = 8000.0) -> None:
         """Send a continuous sine of ``freq`` Hz as this phone's microphone."""
         await self.command("tone", freq=freq, amplitude=amplitude)
