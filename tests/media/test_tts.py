@@ -96,8 +96,28 @@ def test_languages_and_voices(tmp_path: Path) -> None:
     tts.render("Please hold.", voice="en-us+f3")  # variants are accepted
     with pytest.raises(TtsError, match="no text-to-speech voice for language 'xx'"):
         tts.render("hello", lang="xx")
-    with pytest.raises(TtsError, match="no voice 'no-such-voice'"):
+    with pytest.raises(TtsError, match="no voice 'no-such-voice'") as bad_voice:
         tts.render("hello", voice="no-such-voice")
+    assert bad_voice.value.subject == "voice"
+
+
+@needs_espeak
+def test_an_unknown_language_names_the_setting_and_suggests_a_close_one(tmp_path: Path) -> None:
+    tts = TextToSpeech(tmp_path)
+    with pytest.raises(TtsError) as typo:
+        tts.render("hello", lang="en-uss")
+    assert typo.value.subject == "language"
+    message = str(typo.value)
+    assert message.startswith("no text-to-speech voice for language 'en-uss'; did you mean ")
+    assert "en-us" in message.split("did you mean ", 1)[1]
+    with pytest.raises(TtsError) as unknown:
+        tts.render("hello", lang="qq-zz-zz")
+    # No list of every installed language (over a hundred): where to look instead.
+    assert str(unknown.value) == (
+        "no text-to-speech voice for language 'qq-zz-zz'; "
+        "`espeak-ng --voices` lists the installed ones"
+    )
+    assert not list(tmp_path.glob("*.wav"))
 
 
 def test_japanese_without_the_extra_is_a_clear_error(
