@@ -453,6 +453,35 @@ def test_merge_reload_keeps_restart_only_keys(tmp_path: Path) -> None:
     assert applied.sip.ring_timeout == 20.0
     assert applied.user_by_id("alice") is not None
     assert merge_reload(running, running) == (running, ())
+    # Everything else of the new config comes along, including where its keys were written.
+    assert applied.users == new.users and applied.prompts == new.prompts
+    issue = applied.issue(("sip", "ring_timeout"), "x")
+    assert str(issue) == f"{tmp_path}/new.yaml:4:3: sip.ring_timeout: x"
+
+
+def test_media_defaults_and_where_the_prompt_cache_goes(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "pbx.yaml", MINIMAL + "storage: {recordings: var/rec}\n"))
+    assert config.media.language == "en"
+    assert config.media.hold_music.is_default
+    assert config.media.fetch.timeout == 10.0 and config.media.fetch.max_bytes == 50_000_000
+    assert config.storage.cache is None
+    assert config.storage.cache_dir == tmp_path / "var" / "prompt-cache"
+    assert config.prompts.unavailable.text == "The person you are calling is not available."
+    assert config.prompts.not_found.text == "The number you dialled does not exist."
+    assert config.prompts.digits.for_key("1") == "You pressed 1."
+    explicit = load_config(
+        write(
+            tmp_path,
+            "cache.yaml",
+            MINIMAL
+            + "storage: {cache: cache}\n"
+            + "media: {language: EN_us, hold_music: default}\n"
+            + 'users:\n  - {id: a, extension: "1", password: p}\n',
+        )
+    )
+    assert explicit.storage.cache_dir == tmp_path / "cache"
+    assert explicit.media.language == "en-us"
+    assert explicit.users[0].dtmf_mode == "auto"
 
 
 def test_text_fields_reject_line_breaks(tmp_path: Path) -> None:
