@@ -41,3 +41,5 @@ class Call(Base):
     transferred_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """The user the call was last transferred to (None if it never was)."""
     transfers: Mapped[int] = mapped_column(Integer, default=0)
+    keys: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Keys the caller pressed while the PBX answered (menu choices), in order."""

@@ -61,6 +61,7 @@ class CallRecordFolder:
                 "recording_seconds": None,
                 "transferred_to": None,
                 "transfers": 0,
+                "keys": None,
             }
             self._rows[event.call_id] = new_row
         else:
@@ -85,6 +86,7 @@ class CallRecordFolder:
                     ring_seconds=event.ring_seconds,
                     recording_path=event.recording_path,
                     recording_seconds=event.recording_seconds,
+                    keys=event.keys[:64] if event.keys else None,
                 )
         self._dirty.add(event.call_id)
 

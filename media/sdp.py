@@ -26,7 +26,7 @@ from typing import Final
 __all__ = [
     "DIRECTIONS", "Attribute", "Connection", "MediaSection", "Origin", "RtcpAttribute", "RtpMap",
     "SdpError", "SdpLine", "SessionDescription", "audio_endpoint", "direction",
-    "rewrite_for_anchor", "with_direction",
+    "audio_answer", "rewrite_for_anchor", "with_direction",
 ]
 
 #: The media direction attributes of RFC 3264 5.1 / RFC 8866 6.7.
@@ -611,3 +611,62 @@ def with_direction(sd: SessionDescription, value: str) -> SessionDescription:
         lines.append(SdpLine("a", value))
         media.append(MediaSection(tuple(lines)))
     return SessionDescription(session, tuple(media))
+
+
+def audio_answer(
+    offer: SessionDescription,
+    address: str,
+    port: int,
+    session_id: int,
+    version: int,
+    *,
+    codecs: tuple[str, ...] = ("0", "8"),
+    ptime: int = 20,
+) -> tuple[SessionDescription, int, int | None] | None:
+    """The PBX's own answer (RFC 3264 6) to ``offer`` for a leg it terminates itself.
+
+    Picks the first of the offer's audio formats that is in ``codecs`` (static payload types,
+    RFC 3551 6), and telephone-event (RFC 4733 7.1.1) at 8000 Hz when offered. Returns the
+    answer, the chosen payload type and the telephone-event one (or None); None when the offer
+    has no live audio stream with an acceptable codec (the caller answers 488). Other streams
+    are rejected with port 0 (RFC 3264 6). The answer's direction mirrors the offer's: a
+    ``sendonly`` offer (the phone holds) gets ``recvonly``, and so on.
+    """
+    anchored = _anchored_index(offer)
+    if anchored is None:
+        return None
+    audio = offer.media[anchored]
+    chosen = next((f for f in audio.formats if f in codecs), None)
+    if chosen is None:
+        return None
+    event = next(
+        (m.payload_type for m in audio.rtpmaps
+         if m.encoding.lower() == "telephone-event" and m.clock_rate == 8000),
+        None,
+    )
+    kind = _addrtype_for(address)
+    offered = direction(offer)
+    answer_dir = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(offered, offered)
+    names = {"0": "PCMU/8000", "8": "PCMA/8000"}
+    formats = [chosen] + ([str(event)] if event is not None else [])
+    lines = [
+        "v=0",
+        f"o=- {session_id} {version} IN {kind} {address}",
+        "s=-",
+        f"c=IN {kind} {address}",
+        "t=0 0",
+    ]
+    for index, section in enumerate(offer.media):
+        if index != anchored:
+            fields = section.lines[0].value.split()
+            lines.append(" ".join(["m=" + fields[0], "0", *fields[2:]]))
+            continue
+        lines.append(f"m=audio {port} {audio.proto} {' '.join(formats)}")
+        lines.append(f"a=rtpmap:{chosen} {names.get(chosen, chosen)}")
+        if event is not None:
+            lines.append(f"a=rtpmap:{event} telephone-event/8000")
+            lines.append(f"a=fmtp:{event} 0-16")
+        lines.append(f"a=ptime:{ptime}")
+        lines.append(f"a={answer_dir}")
+    body = ("\r\n".join(lines) + "\r\n").encode()
+    return SessionDescription.parse(body), int(chosen), event

@@ -52,12 +52,15 @@ from .callstate import (
     other_side,
     utcnow,
 )
+from .localcall import LocalCalls
 from .records import CallAnswered, CallEnded, CallStarted
+from .services import builtin_services
 from .transfer import Transfers
 
 if TYPE_CHECKING:
 
     from .config import User
+    from .prompts import Prompts
     from .sipapp import SipApp
 
 logger = logging.getLogger(__name__)
@@ -76,11 +79,23 @@ class CallController:
         # Dialogs a transfer took a phone out of: a late BYE on them still gets its 200.
         self._departed: set[tuple[str, str]] = set()
         self.transfers = Transfers(self)
+        self.local = LocalCalls(self)
+        self.services = builtin_services(self._prompts)
+
+    def _prompts(self) -> Prompts:
+        prompts = self.app.prompts
+        if prompts is None:
+            raise RuntimeError("prompts are not loaded")
+        return prompts
 
     # -- new calls ---------------------------------------------------------------------------
     def on_invite(self, req: Request, peer: Peer, key: str, caller: User) -> None:
         app = self.app
         target = req.uri.user or ""
+        service = self.services.get(target)
+        if service is not None:
+            self.local.on_invite(req, peer, key, caller, service[1], service[0])
+            return
         callee = app.find_user(target)
         call_id = str(uuid.uuid4())
         started = utcnow()
@@ -417,6 +432,9 @@ class CallController:
         app = self.app
         inv_key = app.layer.cancel_info(req)
         call = self._by_server_key.get(inv_key) if inv_key else None
+        if call is None and inv_key and self.local.on_cancel(inv_key):
+            app.respond(key, req, 200)
+            return
         if call is None:
             call = self._by_a_call_id.get(req.call_id)
             app.respond(key, req, 200 if call is not None else 481, to_tag=new_tag())
@@ -434,6 +452,8 @@ class CallController:
         app = self.app
         found = self._dialogs.get((req.call_id, req.to_tag or ""))
         if found is None:
+            if self.local.on_in_dialog(req, key):
+                return True
             if (req.call_id, req.to_tag or "") in self._departed and req.method == "BYE":
                 app.respond(key, req, 200)  # the BYE crossed ours after a transfer
                 return True
@@ -595,7 +615,7 @@ class CallController:
     # -- failures and the end of a call ------------------------------------------------------
     def on_failure(self, key: str) -> None:
         """A client transaction timed out or its transport failed (treated as 408)."""
-        if self.transfers.on_failure(key):
+        if self.transfers.on_failure(key) or self.local.on_failure(key):
             return
         if key in self._forks:
             call, fork = self._forks[key]
@@ -625,6 +645,7 @@ class CallController:
         that lost power or network never sends its BYE). Calls on hold are exempt."""
         if timeout <= 0:
             return
+        self.local.check_media(now, timeout)
         for call in list(self.calls.values()):
             if call.state != "answered" or call.held or call.relay is None:
                 continue

@@ -54,6 +54,8 @@ class CallEnded:
     recording_path: str | None = None
     """The call's stereo recording (caller left, callee right), if it was recorded."""
     recording_seconds: float | None = None
+    keys: str | None = None
+    """The keys the caller pressed while the PBX itself answered (menus, services)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,7 @@ class Pbx:
             for warning in prompts.warnings:
                 logger.warning("%s", warning)
         self.prompts: Prompts = prompts
+        self.app.prompts = prompts
         self.app.hold_music = lambda: self.prompts.hold_music()
         self.recordings = Recordings(config.storage.recordings, config.recording.format)
         self.app.recordings = self.recordings
@@ -220,6 +221,7 @@ class Pbx:
             logger.warning("reload: %s", warning)
         self.config = applied
         self.prompts = prompts
+        self.app.prompts = prompts
         self.app.apply_config(applied)
         logging.getLogger().setLevel(applied.logging.level.upper())
         logger.info("config reloaded: %d users", len(applied.users))
@@ -228,6 +230,7 @@ class Pbx:
     async def stop(self) -> None:
         for call in list(self.app.calls.calls.values()):
             self.app.calls.hangup(call, "PBX shutting down")
+        self.app.calls.local.hangup_all("PBX shutting down")
         self.transport.flush()
         await asyncio.sleep(0.2)  # let the BYEs leave before the sockets close
         for task in (self._housekeeping, self._record_flusher):

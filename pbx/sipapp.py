@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from media.udp import RtpRelay
 
     from .config import Config, User
+    from .prompts import Prompts
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class SipApp:
         self.playback = PlaybackEngine()
         #: Makes the source played to a party on hold (None: no music on hold).
         self.hold_music: Callable[[], FrameSource] | None = None
+        #: The resolved prompts of the running config (set by the server, swapped on reload).
+        self.prompts: Prompts | None = None
         #: Where answered calls are recorded when ``record_calls`` is on (set by the server).
         self.recordings: Recordings | None = None
         self._loop = asyncio.get_running_loop()

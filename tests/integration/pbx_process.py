@@ -71,11 +71,14 @@ def config_text(
     users: dict[str, tuple[str, str, str]] | None = None,
     ring_timeout: str = "8s",
     extra_top: str = "",
+    user_extra: dict[str, str] | None = None,
 ) -> str:
     rtp = random.randrange(30000, 59000, 2)
     users = users or USERS
+    extra = user_extra or {}
     user_yaml = "".join(
         f"  - id: {uid}\n    extension: \"{ext}\"\n    password: {pw}\n    name: {name}\n"
+        + extra.get(uid, "")
         for uid, (ext, pw, name) in users.items()
     )
     return textwrap.dedent(
@@ -103,11 +106,15 @@ def config_text(
 @contextmanager
 def run_pbx(workdir: Path, extra_sip: str = "", port: int | None = None,
             users: dict[str, tuple[str, str, str]] | None = None,
-            ring_timeout: str = "8s", extra_top: str = "") -> Iterator[PbxProcess]:
+            ring_timeout: str = "8s", extra_top: str = "",
+            user_extra: dict[str, str] | None = None) -> Iterator[PbxProcess]:
+    """The PBX as a subprocess on a free loopback port; ``user_extra`` adds YAML lines (indented
+    four spaces) to a user's entry, e.g. ``{"carol": "    dtmf_mode: inband\\n"}``."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     cfg = workdir / "pbx.yaml"
-    cfg.write_text(config_text(port, workdir, extra_sip, users, ring_timeout, extra_top))
+    cfg.write_text(config_text(port, workdir, extra_sip, users, ring_timeout, extra_top,
+                               user_extra))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pbx", "run", "--config", str(cfg),

@@ -1,0 +1,80 @@
+"""Services the PBX answers itself, reached by feature codes (``*43`` echo test, ``*44`` key test).
+
+They let an admin or a user check a phone's audio path and key sending without calling anyone:
+- echo test: a spoken explanation, a beep, then everything the caller says comes back about
+  100 ms later (through the jitter buffer and the engine clock), until the caller hangs up
+  (at most ``ECHO_LIMIT`` seconds);
+- key test: a spoken explanation, then every key the caller presses is read back ("You pressed
+  5."), whichever way the phone sends keys (RFC 4733, SIP INFO or in-band, by the user's
+  ``dtmf_mode``); after ``KEY_IDLE`` seconds without a key, goodbye.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from media.sources import PlaylistSource
+from media.tones import FRAME_SAMPLES, beep
+
+from .localcall import LocalCall, Service
+
+if TYPE_CHECKING:
+    from .prompts import Prompts
+
+ECHO_LIMIT = 300.0
+KEY_IDLE = 20.0
+#: Frames of caller audio kept for the echo: more would only add delay.
+_ECHO_DEPTH = 8
+
+
+class EchoSource:
+    """Plays back what :meth:`push` was given, frame by frame; silence when it runs dry."""
+
+    def __init__(self) -> None:
+        self._frames: deque[NDArray[np.int16]] = deque(maxlen=_ECHO_DEPTH)
+        self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    def push(self, frame: NDArray[np.int16]) -> None:
+        self._frames.append(frame)
+
+    def next_frame(self) -> NDArray[np.int16] | None:
+        return self._frames.popleft() if self._frames else self._silence
+
+
+def echo_test(prompts: Callable[[], Prompts]) -> Service:
+    async def run(call: LocalCall) -> None:
+        await call.play(prompts().get("echo_test"))
+        await call.play(PlaylistSource([np.concatenate(beep(1000.0, 0.3))]))
+        echo = EchoSource()
+        call.audio_sink = echo.push
+        call.stream(echo)
+        await call.wait_ended(ECHO_LIMIT)
+
+    return run
+
+
+def key_test(prompts: Callable[[], Prompts]) -> Service:
+    async def run(call: LocalCall) -> None:
+        p = prompts()
+        pressed = await call.play(p.get("dtmf_test"), barge_in=True)
+        while True:
+            key = pressed or await call.key(KEY_IDLE)
+            if key is None:
+                await call.play(prompts().get("goodbye"))
+                return
+            pressed = await call.play(prompts().digit(key), barge_in=True)
+
+    return run
+
+
+def builtin_services(prompts: Callable[[], Prompts]) -> dict[str, tuple[str, Service]]:
+    """Feature code -> (name, service) for the services that ship with the PBX."""
+    return {
+        "*43": ("echo test", echo_test(prompts)),
+        "*44": ("key test", key_test(prompts)),
+    }
