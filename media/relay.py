@@ -14,27 +14,32 @@ RTP and RTCP latch separately, since a NAT maps them to unrelated ports. A new a
 re-INVITE unlatches the leg, and the next packet latches it again. Until a leg's address is known
 (the callee has not answered yet) nothing is accepted from it and nothing is sent to it.
 
-:meth:`RelaySession.on_packet` runs once per packet, so all its state lives in flat lists indexed
-by ``leg * 2 + rtcp`` and the route it returns is a tuple built when the address changes, not per
-packet. Time is passed in (``now``); nothing here touches sockets or clocks.
+:meth:`RelaySession.on_packet` decides for any packet, with the time passed in (``now``); nothing
+here touches sockets or clocks. At 100 packets/s per call even that call is a measurable share of
+a core, so each port's :class:`Channel` also carries a precomputed fast-path destination, kept up
+to date whenever latching, mute, transcoding, congestion or recording change: the I/O layer
+forwards the common packet with a comparison, two counters, an optional list append and a send,
+and calls :meth:`RelaySession.on_packet` for everything else. Fast-path packets carry no time:
+:meth:`RelaySession.observe` turns "the counters moved" into a receive time when asked.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .transcode import Transcoding
 
 __all__ = [
     "Address",
+    "Channel",
     "Leg",
     "LegStats",
     "NoPortsError",
+    "PacketSink",
     "PortAllocator",
     "RelaySession",
     "RelayStats",
@@ -157,52 +162,110 @@ class RelayStats:
         return self.a if leg is Leg.A else self.b
 
 
+class PacketSink(Protocol):
+    """Where a recorded call's RTP goes (:class:`media.callrecording.RecordingMixer`).
+
+    The relay hands each accepted RTP packet of a leg to :meth:`capture` together with its
+    arrival time until :meth:`capture` returns a list; from then on it only appends that leg's
+    packets to the list (no call, no clock per packet) until :meth:`restart`.
+    """
+
+    def capture(self, leg: int, packet: bytes, now: float) -> list[bytes] | None:
+        """One packet of ``leg`` that arrived at ``now``; returns the list to append the next
+        packets of that leg to, or None to be called again with the next one."""
+        ...
+
+    def restart(self, leg: int) -> None:
+        """``leg``'s phone changed (new address): its next packet starts a new stream."""
+        ...
+
+
+class Channel:
+    """The state of one port (a leg's RTP or RTCP) that the I/O layer reads per packet.
+
+    ``fast`` is the destination while the common case holds (latched, not muted, the other
+    leg known and writable, no transcoding, nothing for the recorder to time-stamp); the I/O
+    layer then only compares the source with ``latched``, counts, appends the packet to
+    ``rec`` (recording) and sends it to ``fast``. Everything else goes through
+    :meth:`RelaySession.on_packet`. Only :class:`RelaySession` writes ``latched``, ``fast``
+    and ``rec``.
+    """
+
+    __slots__ = ("bytes", "fast", "latched", "packets", "rec")
+
+    def __init__(self) -> None:
+        self.latched: Address | None = None
+        self.fast: Address | None = None
+        self.rec: list[bytes] | None = None
+        #: Packets (and their bytes) received here and forwarded to the other leg.
+        self.packets = 0
+        self.bytes = 0
+
+
 class RelaySession:
     """Forwarding decisions for one bridged call (two legs, RTP and RTCP each)."""
 
     __slots__ = (
-        "_bytes",
+        "_accepted",
+        "_blocked",
         "_dropped_congested",
         "_dropped_foreign",
         "_dropped_no_peer",
         "_dropped_no_remote",
         "_expected",
         "_last_rx",
-        "_latched",
         "_muted",
-        "_packets",
         "_routes",
-        "_tap",
+        "_rx_seen",
+        "_sink",
+        "channels",
         "xcode",
     )
 
     def __init__(self) -> None:
         # Index i = leg * 2 + rtcp; i ^ 2 is the same channel on the other leg.
+        self.channels = (Channel(), Channel(), Channel(), Channel())
         self._expected: list[Address | None] = [None] * 4
-        self._latched: list[Address | None] = [None] * 4
         # Route to send to leg i's phone: (leg, destination), or None while unknown.
         self._routes: list[tuple[Leg, Address] | None] = [None] * 4
-        self._packets = [0] * 4
-        self._bytes = [0] * 4
         self._dropped_foreign = [0, 0]
         self._dropped_no_remote = [0, 0]
         self._dropped_no_peer = [0, 0]
         self._dropped_congested = [0, 0]
+        # Accepted but not forwarded (muted, no peer, congested), per leg; with the channels'
+        # forwarded counts this tells :meth:`observe` whether a phone sent anything.
+        self._accepted = [0, 0]
+        self._rx_seen = [0, 0]
         self._last_rx: list[float | None] = [None, None]
         self._muted = [False, False]
-        self._tap: Callable[[int, bytes, float], None] | None = None
+        self._blocked = [False] * 4  # the I/O layer cannot send out of leg i's socket
+        self._sink: PacketSink | None = None
         #: Per source leg: how to convert its RTP for the other leg (None: unchanged). Read by
-        #: the I/O layer for every packet; set by the call controller (media.transcode).
+        #: the I/O layer; set with :meth:`set_transcoding`.
         self.xcode: list[Transcoding | None] = [None, None]
 
-    def set_tap(self, tap: Callable[[int, bytes, float], None] | None) -> None:
-        """Also hand every accepted RTP packet to ``tap(leg, packet, now)`` (call recording)."""
-        self._tap = tap
+    def set_recorder(self, sink: PacketSink | None) -> None:
+        """Also hand every accepted RTP packet to ``sink`` (call recording), or stop."""
+        self._sink = sink
+        for leg in Leg:
+            self.channels[leg * 2].rec = None
+        self._refresh()
+
+    def set_transcoding(self, leg: Leg, xcode: Transcoding | None) -> None:
+        """Convert the RTP ``leg``'s phone sends before it goes to the other leg."""
+        self.xcode[leg] = xcode
+        self._refresh()
 
     def mute(self, leg: Leg, muted: bool) -> None:
         """Stop (or resume) forwarding what ``leg``'s phone sends; it is still latched and
         counted. Used while the PBX itself plays to the other leg (music on hold)."""
         self._muted[leg] = muted
+        self._refresh()
+
+    def set_blocked(self, leg: Leg, rtcp: bool, blocked: bool) -> None:
+        """The I/O layer says whether leg ``leg``'s socket can take packets now."""
+        self._blocked[leg * 2 + rtcp] = blocked
+        self._refresh()
 
     def set_remote(
         self, leg: Leg, addr: Address | None, rtcp_addr: Address | None = None
@@ -212,7 +275,8 @@ class RelaySession:
         ``rtcp_addr`` defaults to ``(host, port + 1)`` (RFC 3550 11; pass the ``a=rtcp`` address
         of RFC 3605 when the SDP has one). A changed address unlatches the leg so that the next
         packet latches it again; the same address keeps the latch (a re-INVITE that only
-        changes the direction must not open the leg to a foreign source).
+        changes the direction must not open the leg to a foreign source). A recorder is told
+        that the leg's stream restarts (a new phone brings a new SSRC and timestamp base).
         """
         if addr is None:
             rtcp_addr = None
@@ -228,8 +292,12 @@ class RelaySession:
             if new == self._expected[i] and new is not None:
                 continue
             self._expected[i] = new
-            self._latched[i] = None
+            self.channels[i].latched = None
             self._routes[i] = None if new is None else (leg, new)
+            if i == leg * 2 and self._sink is not None and new is not None:
+                self.channels[i].rec = None
+                self._sink.restart(leg)
+        self._refresh()
 
     def on_packet(
         self, leg: Leg, data: bytes, addr: Address, rtcp: bool, now: float
@@ -240,28 +308,39 @@ class RelaySession:
         other leg, or None to drop the packet.
         """
         i = leg * 2 + rtcp
-        latched = self._latched[i]
+        channel = self.channels[i]
+        latched = channel.latched
         if latched is None:
             if self._expected[i] is None:
                 self._dropped_no_remote[leg] += 1
                 return None
             # Symmetric RTP (RFC 4961): the first source seen is where the phone really is.
-            self._latched[i] = addr
+            channel.latched = addr
             self._routes[i] = (leg, addr)
+            self._refresh()
         elif addr != latched:
             self._dropped_foreign[leg] += 1
             return None
         self._last_rx[leg] = now
-        if self._tap is not None and not rtcp:
-            self._tap(leg, data, now)
+        self._rx_seen[leg] = self._received(leg) + 1
+        sink = self._sink
+        if sink is not None and not rtcp:
+            if channel.rec is not None:
+                channel.rec.append(data)
+            else:
+                channel.rec = sink.capture(leg, data, now)
+                if channel.rec is not None:
+                    self._refresh()
         if self._muted[leg]:
+            self._accepted[leg] += 1
             return None
         route = self._routes[i ^ 2]
         if route is None:
+            self._accepted[leg] += 1
             self._dropped_no_peer[leg] += 1
             return None
-        self._packets[i] += 1
-        self._bytes[i] += len(data)
+        channel.packets += 1
+        channel.bytes += len(data)
         return route
 
     def count_congested(self, leg: Leg, data: bytes, rtcp: bool) -> None:
@@ -270,10 +349,22 @@ class RelaySession:
         The I/O layer calls this when the far socket cannot take the packet: RTP is real-time,
         so it is dropped rather than queued behind later packets.
         """
-        i = leg * 2 + rtcp
-        self._packets[i] -= 1
-        self._bytes[i] -= len(data)
+        channel = self.channels[leg * 2 + rtcp]
+        channel.packets -= 1
+        channel.bytes -= len(data)
+        self._accepted[leg] += 1
         self._dropped_congested[leg] += 1
+
+    def observe(self, now: float) -> None:
+        """Note ``now`` as the last receive time of every leg that got packets since the last
+        call. Packets the I/O layer forwards on the fast path carry no time; calling this
+        periodically (or before reading :meth:`last_rx`) makes ``last_rx`` accurate to the
+        interval between two calls."""
+        for leg in (0, 1):
+            seen = self._received(leg)
+            if seen != self._rx_seen[leg]:
+                self._rx_seen[leg] = seen
+                self._last_rx[leg] = now
 
     def last_rx(self, leg: Leg) -> float | None:
         """When ``leg``'s phone last sent an accepted packet (for an RTP timeout), or None."""
@@ -288,16 +379,38 @@ class RelaySession:
         """A snapshot of all counters."""
         return RelayStats(self._leg_stats(Leg.A), self._leg_stats(Leg.B))
 
+    def _received(self, leg: int) -> int:
+        return (self.channels[leg * 2].packets + self.channels[leg * 2 + 1].packets
+                + self._accepted[leg])
+
+    def _refresh(self) -> None:
+        # Recompute every channel's fast-path destination; runs only when state changes.
+        for i, channel in enumerate(self.channels):
+            leg, rtcp = i >> 1, i & 1
+            route = self._routes[i ^ 2]
+            if (
+                channel.latched is None
+                or route is None
+                or self._muted[leg]
+                or self._blocked[i ^ 2]
+                or (not rtcp and self.xcode[leg] is not None)
+                or (not rtcp and self._sink is not None and channel.rec is None)
+            ):
+                channel.fast = None
+            else:
+                channel.fast = route[1]
+
     def _leg_stats(self, leg: Leg) -> LegStats:
         i = leg * 2
+        rtp, rtcp = self.channels[i], self.channels[i + 1]
         return LegStats(
             remote=self._expected[i],
-            latched=self._latched[i],
-            rtcp_latched=self._latched[i + 1],
-            rtp_packets=self._packets[i],
-            rtp_bytes=self._bytes[i],
-            rtcp_packets=self._packets[i + 1],
-            rtcp_bytes=self._bytes[i + 1],
+            latched=rtp.latched,
+            rtcp_latched=rtcp.latched,
+            rtp_packets=rtp.packets,
+            rtp_bytes=rtp.bytes,
+            rtcp_packets=rtcp.packets,
+            rtcp_bytes=rtcp.bytes,
             dropped_foreign=self._dropped_foreign[leg],
             dropped_no_remote=self._dropped_no_remote[leg],
             dropped_no_peer=self._dropped_no_peer[leg],

@@ -2,9 +2,10 @@
 
 This is a thin adapter. Each leg of a relayed call gets two datagram endpoints, RTP on an even
 port and RTCP on the next one, bound on ports from a :class:`~media.relay.PortAllocator`. A
-datagram is handed to the sans-I/O core and, if the core routes it, sent straight out of the other
-leg's socket from inside ``datagram_received``: no task, no queue and no log line per packet. The
-clock (``loop.time`` unless one is given) is read here and passed to the core.
+datagram is forwarded straight out of the other leg's socket from inside ``datagram_received``: no
+task, no queue and no log line per packet. The common packet takes the core's precomputed fast
+path (:class:`media.relay.Channel`: no call into the core and no clock read); any other packet is
+handed to :meth:`RelaySession.on_packet` with the clock (``loop.time`` unless one is given).
 
 Nothing here depends on the concrete transport classes, so it runs under the default event loop
 and under uvloop alike.
@@ -19,7 +20,15 @@ import socket
 from collections.abc import Callable
 from types import TracebackType
 
-from media.relay import Address, Leg, NoPortsError, PortAllocator, RelaySession, RelayStats
+from media.relay import (
+    Address,
+    Leg,
+    NoPortsError,
+    PacketSink,
+    PortAllocator,
+    RelaySession,
+    RelayStats,
+)
 from media.transcode import Transcoding, transcode_rtp
 
 __all__ = ["RelayHandle", "RtpRelay"]
@@ -35,7 +44,10 @@ _CLOSE_TIMEOUT = 2.0
 class _Endpoint(asyncio.DatagramProtocol):
     """One bound port (a leg's RTP or RTCP) feeding the shared :class:`RelaySession`."""
 
-    __slots__ = ("_clock", "_core", "_leg", "_lost", "_peers", "_rtcp", "transport", "writable")
+    __slots__ = (
+        "_channel", "_clock", "_core", "_leg", "_lost", "_peers", "_rtcp", "_send", "transport",
+        "writable",
+    )
 
     def __init__(
         self,
@@ -48,10 +60,13 @@ class _Endpoint(asyncio.DatagramProtocol):
         self._core = core
         self._leg = leg
         self._rtcp = rtcp
+        self._channel = core.channels[leg * 2 + rtcp]
         self._clock = clock
         self._lost = lost
         # The endpoints of the same channel (RTP or RTCP) on legs A and B, set once both exist.
         self._peers: tuple[_Endpoint, _Endpoint] | None = None
+        # sendto of the other leg's socket (same channel), set once both exist.
+        self._send: Callable[[bytes, Address], None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.writable = True
 
@@ -60,6 +75,21 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        # The fast path (see media.relay.Channel): the common packet costs a comparison, two
+        # counters, a list append when recorded, and the send.
+        channel = self._channel
+        dest = channel.fast
+        if dest is not None and addr == channel.latched:
+            channel.packets += 1
+            channel.bytes += len(data)
+            rec = channel.rec
+            if rec is not None:
+                rec.append(data)
+            self._send(data, dest)  # type: ignore[misc]  # set whenever fast is
+            return
+        self._slow(data, addr)
+
+    def _slow(self, data: bytes, addr: Address) -> None:
         route = self._core.on_packet(self._leg, data, addr, self._rtcp, self._clock())
         if route is None or self._peers is None:
             return
@@ -81,12 +111,15 @@ class _Endpoint(asyncio.DatagramProtocol):
     def pause_writing(self) -> None:
         # RTP is real-time: when the socket buffer is full, drop rather than queue.
         self.writable = False
+        self._core.set_blocked(self._leg, self._rtcp, True)
 
     def resume_writing(self) -> None:
         self.writable = True
+        self._core.set_blocked(self._leg, self._rtcp, False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.writable = False
+        self._core.set_blocked(self._leg, self._rtcp, True)
         if not self._lost.done():
             self._lost.set_result(None)
 
@@ -133,13 +166,17 @@ class RelayHandle:
             None if rtcp_addr is None else self._for_socket(rtcp_addr),
         )
 
-    def set_tap(self, tap: Callable[[int, bytes, float], None] | None) -> None:
-        """Also hand every RTP packet the phones send to ``tap(leg, packet, now)``."""
-        self._core.set_tap(tap)
+    def set_recorder(self, sink: PacketSink | None) -> None:
+        """Also hand every RTP packet the phones send to ``sink`` (call recording), or stop.
+
+        See :class:`media.relay.PacketSink`: after a leg's first packet the relay only appends
+        that leg's packets to a list the sink owns.
+        """
+        self._core.set_recorder(sink)
 
     def set_transcoding(self, leg: Leg, xcode: Transcoding | None) -> None:
         """Convert the RTP ``leg``'s phone sends before it goes to the other leg."""
-        self._core.xcode[leg] = xcode
+        self._core.set_transcoding(leg, xcode)
 
     def mute(self, leg: Leg, muted: bool) -> None:
         """Stop (or resume) forwarding the media ``leg``'s phone sends to the other leg."""
@@ -162,7 +199,13 @@ class RelayHandle:
         return self._core.stats()
 
     def last_rx(self, leg: Leg) -> float | None:
-        """When ``leg``'s phone last sent an accepted packet, on the relay's clock."""
+        """When ``leg``'s phone last sent an accepted packet, on the relay's clock.
+
+        Packets are not time-stamped one by one: a packet that arrived since the previous
+        query counts as arriving now, so this is accurate to the interval between queries
+        (the call controller asks once a second for its RTP timeout).
+        """
+        self._core.observe(self._relay._now())
         return self._core.last_rx(leg)
 
     @property
@@ -224,6 +267,9 @@ class RtpRelay:
         self._clock = clock
         self._handles: set[RelayHandle] = set()
 
+    def _now(self) -> float:
+        return (self._clock or asyncio.get_running_loop().time)()
+
     @property
     def ports(self) -> PortAllocator:
         """The allocator the RTP ports come from."""
@@ -284,6 +330,9 @@ class RtpRelay:
         rtcp_peers = (endpoints[1], endpoints[3])
         for endpoint in endpoints:
             endpoint._peers = rtcp_peers if endpoint._rtcp else rtp_peers
+            peer = endpoint._peers[endpoint._leg.other]
+            assert peer.transport is not None  # create_datagram_endpoint has connected it
+            endpoint._send = peer.transport.sendto
         handle = RelayHandle(self, core, family, (pairs[0][0], pairs[1][0]), endpoints, lost)
         self._handles.add(handle)
         return handle

@@ -1,22 +1,44 @@
-"""Stereo recordings of answered calls (caller on the left channel, callee on the right).
+"""Stereo recordings of calls (caller on the left channel, callee on the right).
 
-The relay hands each RTP packet to the call's :class:`media.callrecording.RecordingMixer`
-(a list append); once a second the mixed audio goes to a single writer thread, so file I/O never
-runs on the event loop and each file's writes stay in order.
+The relay appends each RTP packet of a recorded call to a list of the call's
+:class:`media.callrecording.RecordingMixer` (no call per packet). Once a second
+(:meth:`Recordings.tick`) the mixers place and decode what arrived and the audio goes to a
+single writer thread, so file I/O never runs on the event loop and each file's writes stay in
+order.
+
+That once-a-second work is spread out: inside a running event loop, :meth:`Recordings.tick`
+handles a slice of the recordings at a time and lets the loop relay packets between slices, so
+a thousand recorded calls never hold the loop for more than about a millisecond at a time (a
+single pass would stall the relay for tens of milliseconds every second: jitter on every call).
+
+The call controller drives it: :meth:`Recordings.start` (at the answer, or on demand),
+:meth:`Recordings.pause` / :meth:`Recordings.resume` (silence in the file, the timeline keeps
+running), :meth:`Recordings.stop`. The recording follows the relay session, so replacing the
+far phone of a call (``set_remote`` on a leg, perhaps a new codec) keeps one file and one
+timeline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
+
 from media.callrecording import RATE, RecordingMixer
-from media.recorder import StereoRecorder
+from media.recorder import RecordingFormat, StereoRecorder
 from media.udp import RelayHandle
 
 logger = logging.getLogger(__name__)
+
+#: Recordings handled per slice of a tick inside the event loop (about 30 µs each).
+SLICE = 32
+
+_Chunk = list[tuple[StereoRecorder, NDArray[np.int16], NDArray[np.int16]]]
 
 
 class _Active:
@@ -31,68 +53,142 @@ class _Active:
 
 
 class Recordings:
+    """The PBX's call recordings: one stereo file per call under ``directory/YYYY/MM/DD``."""
+
     def __init__(self, directory: Path, fmt: str = "wav") -> None:
+        if fmt not in ("wav", "flac"):
+            raise ValueError(f"recording format must be 'wav' or 'flac', got {fmt!r}")
         self.directory = directory
-        self.format = fmt
+        self.format: RecordingFormat = "wav" if fmt == "wav" else "flac"
         self._active: dict[str, _Active] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        self._queue: list[str] = []  # calls still to be handled in the current tick
+        self._queue_now = 0.0
+        self._scheduled: asyncio.Handle | None = None
 
     def __len__(self) -> int:
         return len(self._active)
 
     def start(self, call_id: str, relay: RelayHandle, now: float) -> Path | None:
-        """Start recording ``call_id`` (at its answer); None if the file cannot be created."""
+        """Start recording ``call_id`` from ``now`` (at its answer, or on demand later);
+        returns the file's path, or None if the file cannot be created. A call already being
+        recorded keeps its recording (its path is returned)."""
+        active = self._active.get(call_id)
+        if active is not None:
+            return active.path
         day = datetime.now(UTC)
         path = self.directory / f"{day:%Y/%m/%d}" / f"{call_id}.{self.format}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            recorder = StereoRecorder(path, format=self.format)  # type: ignore[arg-type]
+            recorder = StereoRecorder(path, format=self.format)
         except Exception:
             logger.exception("call %s: cannot create recording %s", call_id, path)
             return None
         mixer = RecordingMixer(now)
-        relay.set_tap(mixer.feed)
+        relay.set_recorder(mixer)
         self._active[call_id] = _Active(path, recorder, mixer, relay)
         return path
 
+    def is_recording(self, call_id: str) -> bool:
+        """True while ``call_id`` is being recorded (paused or not)."""
+        return call_id in self._active
+
+    def is_paused(self, call_id: str) -> bool:
+        """True while ``call_id``'s recording is paused."""
+        active = self._active.get(call_id)
+        return active is not None and active.mixer.paused
+
+    def pause(self, call_id: str, now: float) -> bool:
+        """Record silence on both channels from ``now`` on (the file's timeline keeps running;
+        none of the paused audio reaches the disk). False if not recording or already paused."""
+        active = self._active.get(call_id)
+        return active is not None and active.mixer.pause(now)
+
+    def resume(self, call_id: str, now: float) -> bool:
+        """Record the call's audio again from ``now`` on. False if not recording or not
+        paused."""
+        active = self._active.get(call_id)
+        return active is not None and active.mixer.resume(now)
+
     def tick(self, now: float) -> None:
-        """Hand what every recording received up to (nearly) ``now`` to the writer thread."""
-        for rec in self._active.values():
-            left, right = rec.mixer.take(now)
-            if len(left):
-                self._writer.submit(_write, rec.recorder, left, right)
+        """Hand what every recording received up to (nearly) ``now`` to the writer thread.
+
+        Inside a running event loop the recordings are handled :data:`SLICE` at a time, one
+        slice per loop iteration; elsewhere all at once.
+        """
+        self._queue = list(self._active)
+        self._queue_now = now
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            while self._queue:
+                self._run_slice()
+        elif self._scheduled is None:
+            self._scheduled = loop.call_soon(self._next_slice)
 
     def stop(self, call_id: str) -> tuple[str, float] | None:
         """Finish a call's recording; returns its path and length in seconds."""
         rec = self._active.pop(call_id, None)
         if rec is None:
             return None
-        rec.relay.set_tap(None)
+        rec.relay.set_recorder(None)
         left, right = rec.mixer.take_all()
-        seconds = rec.mixer._written / RATE
+        seconds = rec.mixer.written / RATE
         self._writer.submit(_finish, rec.recorder, left, right)
         return str(rec.path), seconds
 
     def close(self) -> Future[None]:
+        """Stop every recording; the future is done once all files are finished."""
         for call_id in list(self._active):
             self.stop(call_id)
+        self._queue = []
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
         return self._writer.submit(lambda: None)
 
     def shutdown(self) -> None:
+        """Wait for the writer thread to finish its work and end it."""
         self._writer.shutdown(wait=True)
 
+    def _next_slice(self) -> None:
+        self._scheduled = None
+        self._run_slice()
+        if self._queue:
+            self._scheduled = asyncio.get_running_loop().call_soon(self._next_slice)
 
-def _write(recorder: StereoRecorder, left: object, right: object) -> None:
+    def _run_slice(self) -> None:
+        batch, self._queue = self._queue[:SLICE], self._queue[SLICE:]
+        chunk: _Chunk = []
+        for call_id in batch:
+            rec = self._active.get(call_id)
+            if rec is None:
+                continue  # stopped meanwhile
+            try:
+                left, right = rec.mixer.take(self._queue_now)
+            except Exception:
+                logger.exception("call %s: mixing the recording failed", call_id)
+                continue
+            if len(left):
+                chunk.append((rec.recorder, left, right))
+        if chunk:
+            self._writer.submit(_write, chunk)
+
+
+def _write(chunk: _Chunk) -> None:
+    for recorder, left, right in chunk:
+        try:
+            recorder.write(left, right)
+        except Exception:
+            logger.exception("writing recording %s failed", recorder.path)
+
+
+def _finish(recorder: StereoRecorder, left: NDArray[np.int16], right: NDArray[np.int16]) -> None:
     try:
-        recorder.write(left, right)  # type: ignore[arg-type]
-    except Exception:
-        logger.exception("writing recording %s failed", recorder.path)
-
-
-def _finish(recorder: StereoRecorder, left: object, right: object) -> None:
-    try:
-        if len(left):  # type: ignore[arg-type]
-            recorder.write(left, right)  # type: ignore[arg-type]
+        if len(left):
+            recorder.write(left, right)
         recorder.close()
     except Exception:
         logger.exception("closing recording %s failed", recorder.path)
