@@ -69,15 +69,15 @@ async def test_sipp_rfc4733_capture_is_heard_as_its_key(pbx: PbxProcess, tmp_pat
 @pytest.mark.asyncio
 async def test_inband_tones_are_heard_as_keys_for_an_inband_user(pbx: PbxProcess,
                                                                   tmp_path: Path) -> None:
-    # "4", a pause, "2": each 120 ms of the Q.23 pair at -10 dBm0 in µ-law, as a trunk sends.
+    # "4", a pause, "2": each 200 ms of the Q.23 pair at -10 dBm0 in µ-law, as a trunk sends.
     pcm = np.concatenate([
-        np.zeros(8000, dtype=np.int16), dual_tone("4", 120), np.zeros(800, dtype=np.int16),
-        dual_tone("2", 120), np.zeros(1600, dtype=np.int16),
+        np.zeros(8000, dtype=np.int16), dual_tone("4", 200), np.zeros(1600, dtype=np.int16),
+        dual_tone("2", 200), np.zeros(1600, dtype=np.int16),
     ])
     pcm = np.concatenate([pcm, np.zeros((-len(pcm)) % 160, dtype=np.int16)])
     payloads = [ulaw_encode(pcm[i:i + 160]) for i in range(0, len(pcm), 160)]
     pcap = write_pcap(tmp_path / "inband.pcap", rtp_packets(payloads))
-    res = await run_sipp(caller_run(pbx, _scenario(tmp_path, pcap, 2500), "*44",
+    res = await run_sipp(caller_run(pbx, _scenario(tmp_path, pcap, 3000), "*44",
                                     caller="carol"))
     assert res.ok, _why(res, pbx=pbx)
     assert _record(pbx, res)["keys"] == "42"
