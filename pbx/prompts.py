@@ -241,6 +241,11 @@ class _Resolver:
         lang = language or self.config.media.language
         try:
             return self.decode(self.tts.render(text, lang, voice))
+        except OSError as exc:  # the cache directory filled up or vanished meanwhile
+            self.issues.append(
+                self.config.issue((*path, "text"), f"cannot keep the spoken prompt: {exc}")
+            )
+            return None
         except (TtsError, AudioError) as exc:
             subject = getattr(exc, "subject", None)
             message = str(exc)
