@@ -7,12 +7,14 @@ import hashlib
 import io
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -570,6 +572,27 @@ def test_pbx_check_reports_a_bad_prompt_with_file_and_line(
     assert result.stdout.startswith(f"ok: {path}")
 
 
+def options_status(port: int) -> str:
+    """Send an OPTIONS to the PBX on ``port``; the status line of its answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(3)
+        own = s.getsockname()[1]
+        request = (
+            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{own};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
+            f"To: <sip:127.0.0.1:{port}>\r\n"
+            f"Call-ID: {uuid.uuid4().hex}\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        s.sendto(request.encode(), ("127.0.0.1", port))
+        data, _ = s.recvfrom(65535)
+    return data.decode().split("\r\n", 1)[0]
+
+
 def test_the_running_pbx_reloads_prompts_and_keeps_the_cache(tmp_path: Path) -> None:
     srv = AudioServer()
     srv.put("/busy.wav", tone(440, 1.0, 8000, "WAV"))
@@ -578,8 +601,15 @@ def test_the_running_pbx_reloads_prompts_and_keeps_the_cache(tmp_path: Path) -> 
         with run_pbx(tmp_path, extra_top=prompt) as pbx:
             assert srv.requests == [("/busy.wav", None)]
             srv.put("/busy.wav", tone(880, 1.0, 8000, "WAV"))
+            srv.delay = 3.0
             pbx.signal(signal.SIGHUP)
+            # The download happens off the event loop: SIP is answered meanwhile.
+            started = time.monotonic()
+            assert options_status(pbx.port) == "SIP/2.0 200 OK"
+            assert time.monotonic() - started < 2.5
+            assert "config reloaded" not in pbx.log_text()
             pbx.wait_log("config reloaded")
+            srv.delay = 0.0
             assert len(srv.requests) == 2 and srv.requests[1][1] is not None
             srv.close()
             pbx.signal(signal.SIGHUP)
