@@ -107,6 +107,9 @@ class LoadGen:
         self.calls = calls
         self.flows = 2 * calls
         self.groups = max(1, min(groups, calls))
+        # How close to a send the generator stops sleeping and spins: a normal process
+        # oversleeps by a few hundred µs, a real-time one (SCHED_FIFO) by a few µs.
+        self.spin_ns = 100_000 if os.sched_getscheduler(0) == os.SCHED_FIFO else 3_000_000
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, rcvbuf)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -215,8 +218,8 @@ class LoadGen:
                 now = time.monotonic_ns()
                 if now >= target:
                     break
-                if target - now > 3_000_000:
-                    time.sleep((target - now - 2_000_000) / 1e9)
+                if target - now > self.spin_ns:
+                    time.sleep((target - now - self.spin_ns + 100_000) / 1e9)
             late[k] = now - target
             cycle, g = divmod(k, groups)
             lo, hi = int(bounds[g]), int(bounds[g + 1])

@@ -15,13 +15,15 @@ Crash safety (checked by ``tests/media/test_recorder.py``, which SIGKILLs a writ
   partial block; a killed FLAC lacks the last fraction of a second and has no length, so
   ``soundfile.read`` refuses it. :func:`read_recording` reads such a file block by block.
 
-Data reaches the kernel on each flush, which is what survives a killed process; surviving a
-power cut would need fsync, which the recorder does not do per second on purpose (it would
-stall a disk shared by many calls).
+Data reaches the kernel with each write (libsndfile does not buffer PCM), which is what
+survives a killed process; surviving a power cut would need fsync, which the recorder does not
+do per second on purpose (it would stall a disk shared by many calls; libsndfile's own
+``sf_write_sync`` is exactly such an fsync, so it is not called).
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Literal
@@ -59,27 +61,34 @@ def _as_channel(samples: Frame | None, side: str) -> NDArray[np.int16]:
     return data
 
 
-def _patch_wav_sizes(path: Path) -> None:
-    """Make the RIFF and data chunk sizes cover the bytes now in the file (RIFF/WAVE layout)."""
-    with path.open("r+b") as f:
+def _find_wav_data(path: Path) -> int | None:
+    """The offset of the ``data`` chunk header in a RIFF/WAVE file, or None."""
+    with path.open("rb") as f:
         size = f.seek(0, 2)
         f.seek(0)
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return
+            return None
         offset = 12
         while offset + 8 <= size:
             f.seek(offset)
             chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
             if chunk_id == b"data":
-                data_size = min(size - offset - 8, _RIFF_MAX)
-                data_size -= data_size % 4  # whole stereo int16 frames only
-                f.seek(offset + 4)
-                f.write(struct.pack("<I", data_size))
-                f.seek(4)
-                f.write(struct.pack("<I", min(offset + data_size, _RIFF_MAX)))
-                return
+                return offset
             offset += 8 + chunk_size + (chunk_size & 1)  # chunks are word aligned
+    return None
+
+
+def _patch_wav_sizes(path: Path, data_offset: int, data_bytes: int) -> None:
+    """Make the RIFF and data chunk sizes cover ``data_bytes`` of audio (RIFF/WAVE layout)."""
+    data_size = min(data_bytes, _RIFF_MAX - data_offset)
+    data_size -= data_size % 4  # whole stereo int16 frames only
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, struct.pack("<I", data_size), data_offset + 4)
+        os.pwrite(fd, struct.pack("<I", data_offset + data_size), 4)
+    finally:
+        os.close(fd)
 
 
 class StereoRecorder:
@@ -124,6 +133,8 @@ class StereoRecorder:
         except (sf.SoundFileError, RuntimeError, OSError) as exc:
             raise RecordingError(self._path, f"cannot create recording: {exc}") from exc
         self._samples = 0  # input timeline, in 8 kHz samples
+        self._frames_out = 0  # frames in the file (after resampling)
+        self._data_offset: int | None = None  # of the WAV data chunk, found at the first flush
         self._since_flush = 0
         self._paused = False
         self._closed = False
@@ -176,13 +187,20 @@ class StereoRecorder:
             self.flush()
 
     def flush(self) -> None:
-        """Push buffered audio to the file and, for WAV, make the header cover it."""
+        """For WAV, make the header cover everything written so far.
+
+        libsndfile hands PCM to the kernel with each write already; its own flush
+        (``sf_write_sync``) is an fsync, which the recorder avoids on purpose (see the module
+        notes), so it is not called.
+        """
         if self._closed:
             return
         try:
-            self._file.flush()
             if self._format == "wav":
-                _patch_wav_sizes(self._path)
+                if self._data_offset is None:
+                    self._data_offset = _find_wav_data(self._path)
+                if self._data_offset is not None:
+                    _patch_wav_sizes(self._path, self._data_offset, self._frames_out * 4)
         except (sf.SoundFileError, RuntimeError, OSError) as exc:
             raise RecordingError(self._path, f"cannot write recording: {exc}") from exc
         self._since_flush = 0
@@ -215,6 +233,7 @@ class StereoRecorder:
             self._file.write(block)
         except (sf.SoundFileError, RuntimeError, OSError) as exc:
             raise RecordingError(self._path, f"cannot write recording: {exc}") from exc
+        self._frames_out += len(block)
 
 
 def read_recording(path: Path | str) -> tuple[NDArray[np.int16], int]:

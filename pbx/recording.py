@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +37,9 @@ from media.udp import RelayHandle
 
 logger = logging.getLogger(__name__)
 
-#: Recordings handled per slice of a tick inside the event loop (about 30 µs each).
-SLICE = 32
+#: How long one slice of a tick may hold the event loop, in seconds (a recording takes about
+#: 50-100 µs a second of audio); packets that arrive meanwhile wait at most this long.
+SLICE_SECONDS = 0.0005
 
 _Chunk = list[tuple[StereoRecorder, NDArray[np.int16], NDArray[np.int16]]]
 
@@ -61,7 +64,8 @@ class Recordings:
         self.directory = directory
         self.format: RecordingFormat = "wav" if fmt == "wav" else "flac"
         self._active: dict[str, _Active] = {}
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder",
+                                          initializer=_below_the_loop)
         self._queue: list[str] = []  # calls still to be handled in the current tick
         self._queue_now = 0.0
         self._scheduled: asyncio.Handle | None = None
@@ -113,8 +117,8 @@ class Recordings:
     def tick(self, now: float) -> None:
         """Hand what every recording received up to (nearly) ``now`` to the writer thread.
 
-        Inside a running event loop the recordings are handled :data:`SLICE` at a time, one
-        slice per loop iteration; elsewhere all at once.
+        Inside a running event loop the recordings are handled in slices of at most
+        :data:`SLICE_SECONDS`, one slice per loop iteration; elsewhere all at once.
         """
         self._queue = list(self._active)
         self._queue_now = now
@@ -160,9 +164,14 @@ class Recordings:
             self._scheduled = asyncio.get_running_loop().call_soon(self._next_slice)
 
     def _run_slice(self) -> None:
-        batch, self._queue = self._queue[:SLICE], self._queue[SLICE:]
         chunk: _Chunk = []
-        for call_id in batch:
+        queue = self._queue
+        # The queue is consumed from its end; the order of the recordings does not matter.
+        deadline = time.perf_counter() + SLICE_SECONDS
+        done = 0
+        while queue and not (done and time.perf_counter() > deadline):
+            call_id = queue.pop()
+            done += 1
             rec = self._active.get(call_id)
             if rec is None:
                 continue  # stopped meanwhile
@@ -175,6 +184,18 @@ class Recordings:
                 chunk.append((rec.recorder, left, right))
         if chunk:
             self._writer.submit(_write, chunk)
+
+
+def _below_the_loop() -> None:
+    """Run the writer thread below the event loop: a relayed packet must never wait for a
+    file write. A real-time policy (a PBX started with ``chrt``) is not inherited, and the
+    thread's nice value is raised by 5 (Linux applies both per thread)."""
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5))
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: the writer runs at the loop's priority
 
 
 def _write(chunk: _Chunk) -> None:
