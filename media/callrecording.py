@@ -22,8 +22,9 @@ stream) continues the new stream where the old one stopped. Either way the file 
 timeline.
 
 Pause (:meth:`RecordingMixer.pause` / :meth:`RecordingMixer.resume`): the timeline keeps
-running, and whatever falls into a paused stretch is replaced by silence before it leaves the
-mixer, so none of that audio reaches the file.
+running; packets that arrive while paused are dropped unread, and whatever falls into a paused
+stretch of the timeline is replaced by silence before it leaves the mixer, so none of that
+audio reaches the file.
 """
 
 from __future__ import annotations
@@ -128,9 +129,15 @@ class RecordingMixer:
         return bool(self._pauses) and self._pauses[-1][1] is None
 
     def pause(self, now: float) -> bool:
-        """From ``now`` on both channels carry silence; False if already paused."""
+        """From ``now`` on both channels carry silence; False if already paused.
+
+        What arrived before is placed now; what arrives while paused is thrown away unread,
+        and the paused stretch of the timeline is silenced as well (so a packet sent just
+        before the pause but placed by its timestamp just after it is silenced too).
+        """
         if self.paused:
             return False
+        self._place_all()
         self._pauses.append([max(self._written, self._position(now)), None])
         return True
 
@@ -138,6 +145,7 @@ class RecordingMixer:
         """Audio from ``now`` on is recorded again; False if not paused."""
         if not self.paused:
             return False
+        self._discard_all()
         begin = self._pauses[-1][0]
         assert begin is not None
         self._pauses[-1][1] = max(begin, self._position(now))
@@ -198,7 +206,17 @@ class RecordingMixer:
                 right[a - lo : b - lo] = 0
         self._pauses = keep
 
+    def _discard_all(self) -> None:
+        for streams in self._streams:
+            for stream in streams:
+                del stream.packets[:]  # in place: the relay appends to these lists
+            if len(streams) > 1:
+                del streams[:-1]
+
     def _place_all(self) -> None:
+        if self.paused:
+            self._discard_all()
+            return
         for leg in (0, 1):
             streams = self._streams[leg]
             for stream in streams:

@@ -122,16 +122,17 @@ def test_pause_keeps_the_timeline_and_silences_both_channels() -> None:
     batches = [mix.capture(leg, _pkt(0, 0, 2000), 0.0) for leg in (0, 1)]
     assert not mix.paused
     for n in range(1, 100):  # two seconds of audio on both legs
-        for batch in batches:
-            assert batch is not None
-            batch.append(_pkt(n, 160 * n, 2000))
-        if n == 25:
-            assert mix.pause(0.5) and mix.paused
-            assert not mix.pause(0.6)  # already paused
-            left, right = mix.take(0.8)  # a take while paused
         if n == 75:
             assert mix.resume(1.5) and not mix.paused
             assert not mix.resume(1.6)
+        for batch in batches:
+            assert batch is not None
+            batch.append(_pkt(n, 160 * n, 9000 if 25 <= n < 75 else 2000))
+        if n == 24:
+            assert mix.pause(0.5) and mix.paused
+            assert not mix.pause(0.6)  # already paused
+        if n == 50:
+            left, right = mix.take(0.8)  # a take while paused
     rest = mix.take_all()
     full = np.concatenate([left, rest[0]]), np.concatenate([right, rest[1]])
     assert len(full[0]) == len(full[1]) == 100 * 160  # the file is as long as the call
