@@ -56,7 +56,8 @@ from .transfer import Transfers
 
 if TYPE_CHECKING:
 
-    from .config import User
+    from .config import FeaturesSection, User
+    from .localcall import Service
     from .prompts import Prompts
     from .sipapp import SipApp
 
@@ -77,7 +78,17 @@ class CallController(InDialog):
         self._departed: set[tuple[str, str]] = set()
         self.transfers = Transfers(self)
         self.local = LocalCalls(self)
-        self.services = builtin_services(self._prompts)
+        self.services: dict[str, tuple[str, Service]] = {}
+
+    def apply_features(self, features: FeaturesSection) -> None:
+        """The feature codes of a (re)loaded config; calls in progress keep their service."""
+        builtin = builtin_services(self._prompts)
+        self.services = {
+            code: builtin[name]
+            for name, code in (("echo_test", features.echo_test),
+                               ("key_test", features.key_test))
+            if code is not None
+        }
 
     def _prompts(self) -> Prompts:
         prompts = self.app.prompts
@@ -516,6 +527,7 @@ class CallController(InDialog):
             if d is not None:
                 self._dialogs.pop((d.call_id, d.local_tag), None)
         self.app.playback.stop(call.id)
+        self.app.playback.stop((call.id, "notice"))
         recording = self.app.recordings.stop(call.id) if self.app.recordings else None
         if call.relay is not None:
             if logger.isEnabledFor(logging.INFO):

@@ -148,6 +148,16 @@ def is_hold(body: bytes) -> bool:
         return False
 
 
+def codec_of(call: Call, side: Side) -> str | None:
+    """The G.711 payload type ("0" or "8") ``side``'s phone talks now: the callee's answer
+    decides it, and the caller's side differs only when the relay transcodes."""
+    b = [f for f in (call.last_sdp["b"].audio.formats
+                     if "b" in call.last_sdp and call.last_sdp["b"].audio else ())
+         if f in ("0", "8")]
+    b_codec = b[0] if b else None
+    return (call.caller_codec or b_codec) if side == "a" else b_codec
+
+
 def best_failure(codes: list[int]) -> int:
     """RFC 3261 16.7 step 6, simplified: 6xx wins, then busy, then the lowest class."""
     six = [c for c in codes if c >= 600]

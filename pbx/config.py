@@ -404,6 +404,28 @@ class RecordingSection(BaseModel):
     """WAV stays playable up to the last second if the PBX is killed; FLAC is smaller."""
 
 
+DialCode = Annotated[str, Field(pattern=r"^[0-9*#]{1,16}$")]
+"""What a phone dials: digits, ``*`` and ``#``."""
+
+
+class FeaturesSection(BaseModel):
+    """``features:`` — the codes phones dial to reach the PBX's own services; ``null`` turns a
+    service off."""
+
+    model_config = _FROZEN
+
+    echo_test: DialCode | None = "*43"
+    """A spoken explanation and a beep, then the caller hears their own voice."""
+    key_test: DialCode | None = "*44"
+    """Every key the caller presses is read back."""
+
+    @field_validator("echo_test", "key_test", mode="before")
+    @classmethod
+    def _code_as_text(cls, value: object) -> object:
+        # A code written without quotes may arrive as a number (`43`); it means the same.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class LoggingSection(BaseModel):
     """``logging:`` — how much the PBX logs."""
 
@@ -494,6 +516,7 @@ class Config(BaseModel):
     logging: LoggingSection = LoggingSection()
     recording: RecordingSection = RecordingSection()
     prompts: PromptsSection = PromptsSection()
+    features: FeaturesSection = FeaturesSection()
     users: tuple[User, ...] = ()
 
     _by_extension: dict[str, User] = PrivateAttr(default_factory=dict)
@@ -655,6 +678,25 @@ def _duplicates(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], st
                         f'id "{user_id}" is also the extension of users[{owner}]',
                     )
                 )
+    features = data.get("features")
+    codes: dict[str, str] = {"echo_test": "*43", "key_test": "*44"}
+    if isinstance(features, Mapping):
+        codes.update({k: v for k, v in features.items() if isinstance(k, str)})
+    taken: dict[str, str] = {}
+    for name, code in codes.items():
+        if not isinstance(code, str | int) or isinstance(code, bool):
+            continue
+        code = str(code)
+        where = ("features", name)
+        if code in taken:
+            problems.append((where, f'code "{code}" is also features.{taken[code]}'))
+            continue
+        taken[code] = name
+        if isinstance(users, list | tuple):
+            for index, user in enumerate(users):
+                if isinstance(user, Mapping) and code in (user.get("extension"), user.get("id")):
+                    problems.append((where, f'code "{code}" is also users[{index}]\'s '
+                                     "extension or id"))
     sip = data.get("sip")
     listen = sip.get("listen") if isinstance(sip, Mapping) else None
     if isinstance(listen, list | tuple):

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from media.g711 import Codec, get_codec
-from media.player import RtpStream
+from media.player import FrameSource, RtpStream
 from sip.dialog import Dialog
 from sip.message import Request, Response
 from sip.transaction import Peer
@@ -22,6 +22,7 @@ from .callstate import (
     Call,
     Forwarded,
     Side,
+    codec_of,
     is_hold,
     leg_of,
     max_forwards,
@@ -251,6 +252,28 @@ class InDialog:
         logger.info("call %s: recording %s by %s", call.id,
                     "on" if value == "on" else "paused", call.user(side).id)
         app.respond(key, req, 200)
+        if app.prompts is not None:
+            self._notice(call, side, app.prompts.get(
+                "recording_resumed" if value == "on" else "recording_paused"))
+
+    def _notice(self, call: Call, side: Side, source: FrameSource) -> None:
+        """Play a short announcement to ``side``'s phone only (the other party does not hear
+        it); what the other phone says is held back meanwhile, so the phone gets one stream at
+        a time, as with music on hold."""
+        relay, app = call.relay, self.app
+        codec = codec_of(call, side)
+        if relay is None or codec is None or call.held or call.id in app.playback:
+            return
+        other = leg_of(other_side(side))
+        key = (call.id, "notice")
+
+        def done() -> None:
+            if not call.held and call.id not in app.playback:
+                relay.mute(other, False)
+
+        relay.mute(other, True)
+        app.playback.play(key, RtpStream(source, get_codec(int(codec))),
+                          lambda data: relay.send_rtp(leg_of(side), data), done)
 
     def _remember_ack(self, dialog: Dialog, ack: Request, peer: Peer) -> None:
         # Kept as long as the far side may retransmit its 2xx (Timer M, 64*T1, RFC 6026),

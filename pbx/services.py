@@ -73,8 +73,9 @@ def key_test(prompts: Callable[[], Prompts]) -> Service:
 
 
 def builtin_services(prompts: Callable[[], Prompts]) -> dict[str, tuple[str, Service]]:
-    """Feature code -> (name, service) for the services that ship with the PBX."""
+    """``features`` key -> (name for the logs, service) for the services that ship with the
+    PBX; the config says which code reaches each."""
     return {
-        "*43": ("echo test", echo_test(prompts)),
-        "*44": ("key test", key_test(prompts)),
+        "echo_test": ("echo test", echo_test(prompts)),
+        "key_test": ("key test", key_test(prompts)),
     }

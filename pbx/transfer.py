@@ -47,7 +47,17 @@ from sip.message import Headers, Request, Response
 from sip.transaction import Peer
 from sip.uri import Address, SipUri
 
-from .callstate import ALLOW, SUPPORTED, Call, Fork, Side, leg_of, other_side, utcnow
+from .callstate import (
+    ALLOW,
+    SUPPORTED,
+    Call,
+    Fork,
+    Side,
+    codec_of,
+    leg_of,
+    other_side,
+    utcnow,
+)
 from .records import CallTransferred
 
 if TYPE_CHECKING:
@@ -182,7 +192,7 @@ class Transfers:
         # The transferee hears ringback, and nothing of the transferor, while the target rings.
         relay = call.relay
         relay.mute(leg_of(side), True)
-        codec = get_codec(int(self._codec_of(call, y) or "0"))
+        codec = get_codec(int(codec_of(call, y) or "0"))
         app.playback.play(call.id, RtpStream(ringback(), codec),
                           lambda data: relay.send_rtp(leg_of(y), data))
         body = self.calls._sdp_for(call, side, offer)
@@ -334,7 +344,7 @@ class Transfers:
         if t.timer is not None:
             t.timer.cancel()
         x, y = t.side, other_side(t.side)
-        mine = self._codec_of(call, y)
+        mine = codec_of(call, y)
         old_user = call.user(x)
         old_dialog, old_peer = call.dialog(x), call.peer(x)
         if old_dialog is not None:
@@ -413,16 +423,10 @@ class Transfers:
         self._notify(t, 487, "Request Terminated", final=True)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _codec_of(self, call: Call, side: Side) -> str | None:
-        """The G.711 payload type ``side``'s phone talks now."""
-        b = g711_formats(call.last_sdp.get("b"))
-        b_codec = b[0] if b else None
-        return (call.caller_codec or b_codec) if side == "a" else b_codec
-
     def _offer_for_new_party(self, call: Call, y: Side) -> SessionDescription | None:
         """The transferee's SDP, re-offered to the party that will replace the transferor."""
         sd = call.last_sdp.get(y)
-        codec = self._codec_of(call, y)
+        codec = codec_of(call, y)
         if sd is None or codec is None or sd.audio is None:
             return None
         try:

@@ -122,7 +122,7 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
     assert problems(path) == [
         "pbx.yaml:4:3: sip.domian: unknown key (did you mean 'domain'?)",
         "pbx.yaml:5:1: http: unknown key"
-        " (allowed here: logging, media, prompts, recording, sip, storage, users)",
+        " (allowed here: features, logging, media, prompts, recording, sip, storage, users)",
     ]
 
 
@@ -559,3 +559,30 @@ def test_garbage_never_crashes(tmp_path: Path, lines: list[str]) -> None:
     except ConfigError as exc:
         assert exc.issues
         assert all(str(issue).startswith(str(path)) for issue in exc.issues)
+
+
+def test_feature_codes(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "pbx.yaml", MINIMAL))
+    assert (config.features.echo_test, config.features.key_test) == ("*43", "*44")
+    path = write(tmp_path, "pbx.yaml", MINIMAL + "features: {echo_test: 9043, key_test: null}\n")
+    config = load_config(path)
+    assert (config.features.echo_test, config.features.key_test) == ("9043", None)
+
+
+def test_bad_feature_codes(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "pbx.yaml",
+        MINIMAL
+        + """\
+features:
+  echo_test: "101"
+  key_test: "*4 4"
+users:
+  - {id: alice, extension: "101", password: a}
+""",
+    )
+    found = problems(path)
+    assert any(p.startswith("pbx.yaml:5:") and "features.echo_test" in p
+               and "users[0]" in p for p in found), found
+    assert any(p.startswith("pbx.yaml:6:") and "features.key_test" in p for p in found), found
