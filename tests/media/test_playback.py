@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -153,21 +154,32 @@ def test_stream_keeps_ssrc_seq_and_timestamps_across_sources_and_marks_gaps() ->
 # The engine clock: subscribers, completion callbacks, immediate stop
 
 
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (bounded) until ``condition()`` holds: a loaded machine may run ticks late."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.asyncio
 async def test_subscribers_tick_every_20ms_on_ideal_times_and_the_clock_stops() -> None:
     engine = PlaybackEngine()
     times: list[float] = []
     engine.subscribe("leg", times.append)
     assert engine.subscribers == 1
-    await asyncio.sleep(0.5)
+    await _until(lambda: len(times) >= 25)
     assert engine.unsubscribe("leg") and not engine.unsubscribe("leg")
     count = len(times)
     await asyncio.sleep(0.1)
     assert len(times) == count and engine._timer is None
-    assert 20 <= count <= 27
-    steps = np.diff(times)
-    assert np.allclose(steps, 0.02, atol=1e-9)  # absolute pacing: ideal tick times
-    assert abs(times[-1] - engine.now()) < 0.2
+    # Absolute pacing: every tick is given its ideal time on the 20 ms grid, however late the
+    # callback ran; only a loop blocked for over 10 ticks skips grid points.
+    steps = np.diff(times) / 0.02
+    assert np.allclose(steps, np.round(steps), atol=1e-6) and steps.min() > 0.5
+    assert (np.round(steps) == 1).sum() >= 20 - engine.late_ticks
+    assert abs(times[-1] - engine.now()) < 1.0
 
 
 @pytest.mark.asyncio
@@ -179,9 +191,9 @@ async def test_on_done_fires_when_a_finite_stream_ends_not_when_stopped() -> Non
     engine.play("a", RtpStream(_Frames(4), PCMU), lambda d: sent.append(d) or True,
                 on_done=lambda: ended.set_result(len(sent)))
     stopped: list[int] = []
-    engine.play("b", RtpStream(_Frames(1000), PCMU), lambda _d: True,
+    engine.play("b", RtpStream(_Frames(100_000), PCMU), lambda _d: True,
                 on_done=lambda: stopped.append(1))
-    assert await asyncio.wait_for(ended, 1.0) == 4
+    assert await asyncio.wait_for(ended, 5.0) == 4
     assert engine.stop("b") and not engine.stop("b")
     await asyncio.sleep(0.1)
     assert stopped == [] and len(engine) == 0 and engine._timer is None
@@ -191,28 +203,31 @@ async def test_on_done_fires_when_a_finite_stream_ends_not_when_stopped() -> Non
 async def test_prompt_chained_from_on_done_continues_in_the_same_tick() -> None:
     engine = PlaybackEngine()
     loop = asyncio.get_running_loop()
-    arrivals: list[tuple[float, RtpPacket]] = []
+    ticks: list[float] = []
+    pkts: list[RtpPacket] = []
     done = loop.create_future()
     stream = RtpStream(SamplesSource(_tone(60)), PCMU)
 
     def send(data: bytes) -> bool:
-        arrivals.append((loop.time(), RtpPacket.parse(data)))
+        pkts.append(RtpPacket.parse(data))
         return True
 
     def next_prompt() -> None:
         stream.set_source(SamplesSource(_tone(60, 500)))
-        engine.play("leg", stream, send, on_done=lambda: done.set_result(True))
+        engine.play("leg", stream, send, on_done=lambda: done.set_result(len(ticks)))
 
+    engine.subscribe("clock", lambda now: ticks.append(now))
     engine.play("leg", stream, send, on_done=next_prompt)
-    await asyncio.wait_for(done, 1.0)
-    pkts = [p for _, p in arrivals]
+    ticks_at_end = await asyncio.wait_for(done, 5.0)
+    engine.close()
     assert len(pkts) == 6
     assert [(p.sequence_number - pkts[0].sequence_number) & 0xFFFF for p in pkts] == list(range(6))
-    assert [(p.timestamp - pkts[0].timestamp) & 0xFFFFFFFF for p in pkts] == [
-        160 * i for i in range(6)]
-    assert [p.marker for p in pkts] == [True] + [False] * 5
-    gaps = np.diff([t for t, _ in arrivals])
-    assert gaps.max() < 0.035  # no tick skipped between the two prompts
+    if engine.late_ticks == 0:
+        # Six packets in six ticks: the second prompt went out in the tick the first ended.
+        assert ticks_at_end == 7  # the seventh tick found the second prompt ended
+        assert [(p.timestamp - pkts[0].timestamp) & 0xFFFFFFFF for p in pkts] == [
+            160 * i for i in range(6)]
+        assert [p.marker for p in pkts] == [True] + [False] * 5
 
 
 @pytest.mark.asyncio
@@ -226,9 +241,9 @@ async def test_a_subscriber_stopping_a_stream_stops_it_before_this_ticks_packet(
         if len(ticks) == 5:
             engine.stop("prompt")  # a digit arrived: barge-in
 
-    engine.play("prompt", RtpStream(_Frames(1000), PCMU), lambda _d: sent.append(1) or True)
+    engine.play("prompt", RtpStream(_Frames(100_000), PCMU), lambda _d: sent.append(1) or True)
     engine.subscribe("leg", subscriber)
-    await asyncio.sleep(0.3)
+    await _until(lambda: len(ticks) >= 10)
     engine.close()
     # Ticks 1-4 each sent a packet; from tick 5 on, none.
     assert ticks[4] == 4 and len(sent) == 4
@@ -249,8 +264,8 @@ async def test_a_failing_subscriber_or_stream_is_removed_and_the_clock_goes_on(
 
     engine.subscribe("bad", bad)
     engine.subscribe("good", good.append)
-    engine.play("s", RtpStream(_Frames(1000), PCMU), bad_send)
-    await asyncio.sleep(0.2)
+    engine.play("s", RtpStream(_Frames(100_000), PCMU), bad_send)
+    await _until(lambda: len(good) >= 8)
     engine.close()
-    assert engine.errors == 2 and engine.subscribers == 0 and len(good) >= 8
+    assert engine.errors == 2 and engine.subscribers == 0 and len(engine) == 0
     assert sum("raised and was removed" in r.message for r in caplog.records) == 2
