@@ -30,6 +30,7 @@ from .rtp import RtpPacket
 __all__ = [
     "FRAME_SAMPLES",
     "PTIME",
+    "FrameQueue",
     "FrameSource",
     "RtpStream",
     "SamplesSource",
@@ -168,6 +169,50 @@ def silence_source(seconds: float) -> SamplesSource:
         raise ValueError(f"silence must last 0 to 3600 seconds, got {seconds}")
     frames = round(seconds / PTIME)
     return SamplesSource(np.zeros(frames * FRAME_SAMPLES, dtype=np.int16))
+
+
+class FrameQueue:
+    """A live source fed frame by frame (an echo test plays back what the caller said).
+
+    :meth:`push` queues a 160-sample frame; :meth:`next_frame` returns the oldest one, or
+    silence while the queue is empty, until :meth:`close`. At most ``depth`` frames wait: older
+    ones are dropped, so a producer that runs ahead adds at most ``depth`` x 20 ms of delay.
+    """
+
+    __slots__ = ("_closed", "_frames", "_silence", "dropped")
+
+    def __init__(self, depth: int = 10) -> None:
+        if depth < 1:
+            raise ValueError(f"queue depth must be at least 1 frame, got {depth}")
+        self._frames: deque[NDArray[np.int16]] = deque(maxlen=depth)
+        self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self._closed = False
+        #: Frames pushed out by newer ones before they were played.
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        """Frames waiting."""
+        return len(self._frames)
+
+    def push(self, frame: NDArray[np.int16]) -> None:
+        """Queue one frame of 160 int16 samples."""
+        if frame.shape != (FRAME_SAMPLES,) or frame.dtype != np.int16:
+            raise ValueError(
+                f"a frame is {FRAME_SAMPLES} int16 samples, got {frame.dtype} {frame.shape}"
+            )
+        if len(self._frames) == self._frames.maxlen:
+            self.dropped += 1
+        self._frames.append(frame)
+
+    def close(self) -> None:
+        """End the source once the queued frames have played."""
+        self._closed = True
+
+    def next_frame(self) -> NDArray[np.int16] | None:
+        """The oldest queued frame; silence if none; None once closed and empty."""
+        if self._frames:
+            return self._frames.popleft()
+        return None if self._closed else self._silence
 
 
 class SourceChain:

@@ -18,7 +18,7 @@ from media.endpoint import LocalLeg
 from media.g711 import PCMU
 from media.local import LocalMedia
 from media.playback import PlaybackEngine
-from media.player import SamplesSource, silence_source
+from media.player import FrameQueue, SamplesSource, silence_source
 from media.relay import NoPortsError, PortAllocator
 from media.rtp import RtpPacket
 from media.sources import default_hold_music, load_audio
@@ -370,3 +370,24 @@ async def test_no_ports_and_bad_addresses_are_clear_errors() -> None:
         await media.close()
         engine.close()
     assert ports.in_use == 0
+
+
+@pytest.mark.asyncio
+async def test_echo_test_plays_back_what_the_caller_sent(rig: _Rig) -> None:
+    # The caller's phone is a leg of its own that plays a tone and records what comes back.
+    echoed: list[Pcm] = []
+    phone, _ = await rig.leg(on_audio=echoed.append)
+    queue = FrameQueue()
+    echo, _ = await rig.leg(on_audio=queue.push)
+    phone.set_remote((HOST, echo.port))
+    echo.set_remote((HOST, phone.port))
+    echo.play(queue)
+    tone = dual_tone("B", 400)
+    await _play_to_end(phone, SamplesSource(tone), 5.0)
+    sent = [f.tobytes() for f in tone.reshape(-1, 160)]
+    await _until(lambda: sum(f.tobytes() in sent for f in echoed) >= 18)
+    await asyncio.sleep(0.2)  # the rest of the echo
+    got = [sent.index(f.tobytes()) for f in echoed if f.tobytes() in sent]
+    assert got == sorted(got) and len(got) >= 18
+    if rig.engine.late_ticks == 0:
+        assert got == list(range(20))

@@ -10,7 +10,7 @@ import pytest
 
 from media.g711 import PCMU, ulaw_decode
 from media.playback import PlaybackEngine
-from media.player import RtpStream, SamplesSource, SourceChain, silence_source
+from media.player import FrameQueue, RtpStream, SamplesSource, SourceChain, silence_source
 from media.relay import Leg, RelaySession
 from media.rtp import RtpPacket
 from media.tones import ToneSource, beep_spec
@@ -269,3 +269,21 @@ async def test_a_failing_subscriber_or_stream_is_removed_and_the_clock_goes_on(
     engine.close()
     assert engine.errors == 2 and engine.subscribers == 0 and len(engine) == 0
     assert sum("raised and was removed" in r.message for r in caplog.records) == 2
+
+
+def test_frame_queue_plays_what_is_pushed_bounded_and_silence_in_between() -> None:
+    queue = FrameQueue(depth=3)
+    tone = _tone(20)
+    silent = queue.next_frame()
+    assert silent is not None and not silent.any()
+    for _ in range(5):
+        queue.push(tone)
+    assert len(queue) == 3 and queue.dropped == 2
+    assert all(np.array_equal(queue.next_frame(), tone) for _ in range(3))
+    with pytest.raises(ValueError, match="160 int16"):
+        queue.push(np.zeros(80, dtype=np.int16))
+    queue.push(tone)
+    queue.close()
+    assert np.array_equal(queue.next_frame(), tone) and queue.next_frame() is None
+    with pytest.raises(ValueError, match="depth"):
+        FrameQueue(0)
