@@ -11,15 +11,14 @@ They let an admin or a user check a phone's audio path and key sending without c
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.typing import NDArray
 
+from media.player import FrameQueue
 from media.sources import PlaylistSource
-from media.tones import FRAME_SAMPLES, beep
+from media.tones import beep
 
 from .localcall import LocalCall, Service
 
@@ -32,25 +31,11 @@ KEY_IDLE = 20.0
 _ECHO_DEPTH = 8
 
 
-class EchoSource:
-    """Plays back what :meth:`push` was given, frame by frame; silence when it runs dry."""
-
-    def __init__(self) -> None:
-        self._frames: deque[NDArray[np.int16]] = deque(maxlen=_ECHO_DEPTH)
-        self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-
-    def push(self, frame: NDArray[np.int16]) -> None:
-        self._frames.append(frame)
-
-    def next_frame(self) -> NDArray[np.int16] | None:
-        return self._frames.popleft() if self._frames else self._silence
-
-
 def echo_test(prompts: Callable[[], Prompts]) -> Service:
     async def run(call: LocalCall) -> None:
         await call.play(prompts().get("echo_test"))
         await call.play(PlaylistSource([np.concatenate(beep(1000.0, 0.3))]))
-        echo = EchoSource()
+        echo = FrameQueue(_ECHO_DEPTH)
         call.audio_sink = echo.push
         call.stream(echo)
         await call.wait_ended(ECHO_LIMIT)
