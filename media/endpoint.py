@@ -33,6 +33,7 @@ from media.dtmf import InbandDetector, Rfc4733Receiver
 from media.g711 import Codec, get_codec
 from media.jitter import JitterBuffer
 from media.relay import Address
+from media.rtp import RtpStats
 
 __all__ = ["FRAME_SAMPLES", "Latch", "LocalLeg"]
 
@@ -140,6 +141,8 @@ class LocalLeg:
         self._receiver = Rfc4733Receiver(self.codec.clock_rate)
         self._detector = InbandDetector(self.codec.clock_rate)
         self._audio_ssrc: int | None = None
+        self._stats = RtpStats()
+        self._clock_rate = self.codec.clock_rate
         self._old_audio_ssrc: int | None = None
         self._event_ssrc: int | None = None
         self._old_event_ssrc: int | None = None
@@ -228,6 +231,7 @@ class LocalLeg:
             if ssrc != self._audio_ssrc and not self._new_audio_ssrc(ssrc, now):
                 return
             self.packets += 1
+            self._stats.update(seq, ts, now, self._clock_rate)
             self._jitter.add(seq, ts, packet[start:end])
         elif pt == self._event_pt:
             if ssrc != self._event_ssrc and not self._new_event_ssrc(ssrc, now):
@@ -267,6 +271,13 @@ class LocalLeg:
             for digit in self._receiver.poll(now):
                 collector.offer(digit, now)
         return frame
+
+    @property
+    def reception(self) -> tuple[int, RtpStats] | None:
+        """The phone's audio SSRC and its reception statistics (RFC 3550 A.1, A.3, A.8: loss,
+        interarrival jitter), for RTCP reports and call quality; None before any audio."""
+        ssrc = self._audio_ssrc
+        return None if ssrc is None else (ssrc, self._stats)
 
     def digits(self) -> list[DigitEvent]:
         """The key presses detected since the last call, oldest first (drains)."""
@@ -352,6 +363,7 @@ class LocalLeg:
         self._old_audio_ssrc = self._audio_ssrc
         self._audio_ssrc = ssrc
         self._audio_switched = now
+        self._stats = RtpStats()  # RFC 3550 A.1: statistics are per source
         return True
 
     def _new_event_ssrc(self, ssrc: int, now: float) -> bool:

@@ -15,6 +15,12 @@ Key presses reach ``on_digit(DigitEvent)`` on the tick after they are detected, 
 tick's packets are sent, so a prompt stopped on a digit (barge-in) sends nothing more. Decoded
 audio reaches the optional ``on_audio(frame)`` once per tick (an echo test, a recorder). A
 callback that raises is logged once and unsubscribed by the engine.
+
+As a media endpoint the leg also speaks RTCP (RFC 3550 6): every ``rtcp_interval`` seconds
+(5 s, randomised by half either way, RFC 3550 6.2) a compound report goes to the phone's RTCP
+address: a sender report once the PBX has played something (else a receiver report) with a
+reception block about the phone's audio (loss, interarrival jitter, LSR/DLSR from the phone's
+last SR), and an SDES CNAME; closing the leg adds an RTCP BYE.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import random
 import socket
+import time
 from collections.abc import Callable
 from types import TracebackType
 
@@ -32,8 +40,22 @@ from numpy.typing import NDArray
 from media.digits import DigitEvent
 from media.endpoint import Latch, LocalLeg
 from media.playback import PlaybackEngine
-from media.player import FrameSource, RtpStream
+from media.player import FrameSource, RtpStream, SamplesSource
 from media.relay import Address, NoPortsError, PortAllocator
+from media.rtcp import (
+    RtcpBye,
+    RtcpPacket,
+    RtcpReceiverReport,
+    RtcpSdes,
+    RtcpSenderReport,
+    build_report,
+    ntp_from_unix,
+    parse_compound,
+    serialize_compound,
+)
+
+#: RFC 3550 6.2: the minimum report interval, 5 s.
+RTCP_INTERVAL = 5.0
 
 __all__ = ["LocalMedia"]
 
@@ -52,6 +74,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         "_leg",
         "_lost",
         "_rtcp",
+        "last_sr",
         "packets",
         "transport",
         "writable",
@@ -74,6 +97,8 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.writable = True
         #: Datagrams accepted from the phone.
         self.packets = 0
+        #: The phone's last RTCP sender report: (its NTP timestamp, arrival on the clock).
+        self.last_sr: tuple[int, float] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Typed as BaseTransport by asyncio; a datagram endpoint always hands a datagram one.
@@ -85,8 +110,16 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.packets += 1
         if not self._rtcp:
             self._leg.on_rtp(data, self._clock())
-        # RTCP from the phone only keeps its NAT binding and latch; reports are not needed to
-        # play prompts or detect digits.
+            return
+        # RTCP (one datagram every few seconds): only the phone's SR matters, for the LSR and
+        # DLSR of our reports (RFC 3550 6.4.1).
+        try:
+            reports = parse_compound(data)
+        except ValueError:
+            return
+        for report in reports:
+            if isinstance(report, RtcpSenderReport):
+                self.last_sr = (report.ntp_timestamp, self._clock())
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable while a phone restarts) say nothing to act on per
@@ -123,6 +156,8 @@ class LocalMedia:
         lost: list[asyncio.Future[None]],
         on_digit: Callable[[DigitEvent], None],
         on_audio: Callable[[NDArray[np.int16]], None] | None,
+        rtcp_interval: float = RTCP_INTERVAL,
+        cname: str = "pbx",
     ) -> None:
         self._ports = ports
         self._port = port
@@ -134,8 +169,13 @@ class LocalMedia:
         self._lost = lost
         self._on_digit = on_digit
         self._on_audio = on_audio
-        self._stream: RtpStream | None = None
+        # Made now, so RTCP names the same SSRC before and after the first prompt.
+        self._stream: RtpStream = RtpStream(SamplesSource(np.zeros(0, dtype=np.int16)),
+                                            leg.codec)
         self._closed = False
+        self._rtcp_interval = rtcp_interval
+        self._next_rtcp: float | None = None
+        self._cname = f"{cname}-{port}".encode()
         engine.subscribe(self, self._tick)
 
     @classmethod
@@ -147,6 +187,8 @@ class LocalMedia:
         leg: LocalLeg,
         on_digit: Callable[[DigitEvent], None],
         on_audio: Callable[[NDArray[np.int16]], None] | None = None,
+        *,
+        rtcp_interval: float = RTCP_INTERVAL,
     ) -> LocalMedia:
         """Bind RTP and RTCP on ``bind_host`` (an IP literal) and start ticking ``leg``.
 
@@ -181,7 +223,7 @@ class LocalMedia:
         return cls(
             ports=ports, port=port, family=family, engine=engine, leg=leg, latch=latch,
             endpoints=(endpoints[0], endpoints[1]), lost=lost, on_digit=on_digit,
-            on_audio=on_audio,
+            on_audio=on_audio, rtcp_interval=rtcp_interval, cname=f"pbx@{bind_host}",
         )
 
     @property
@@ -245,10 +287,7 @@ class LocalMedia:
         if self._closed:
             raise RuntimeError("LocalMedia is closed")
         stream = self._stream
-        if stream is None:
-            stream = self._stream = RtpStream(source, self._leg.codec)
-        else:
-            stream.set_source(source)
+        stream.set_source(source)
         self._engine.play(self, stream, self.send, on_done)
 
     def stop_playing(self) -> bool:
@@ -270,6 +309,7 @@ class LocalMedia:
         more than once."""
         if self._closed:
             return
+        self._report(self._engine.now(), bye=True)
         self._closed = True
         self._engine.unsubscribe(self)
         self._engine.stop(self)
@@ -296,6 +336,41 @@ class LocalMedia:
         if frame is not None and self._on_audio is not None:
             self._on_audio(frame)
         self._deliver()
+        due = self._next_rtcp
+        if due is None:
+            # RFC 3550 6.2: the first report after half the interval.
+            self._next_rtcp = now + self._rtcp_interval * random.uniform(0.25, 0.75)
+        elif now >= due:
+            self._next_rtcp = now + self._rtcp_interval * random.uniform(0.5, 1.5)
+            self._report(now)
+
+    def _report(self, now: float, *, bye: bool = False) -> None:
+        """Send one compound RTCP packet (RFC 3550 6.1: a report first, then SDES CNAME)."""
+        dest = self._latch.destination(rtcp=True)
+        transport = self._rtcp.transport
+        if dest is None or transport is None or self._closed or not self._rtcp.writable:
+            return
+        stream = self._stream
+        blocks = []
+        reception = self._leg.reception
+        if reception is not None and reception[1].received:
+            last_sr = self._rtcp.last_sr
+            blocks.append(build_report(
+                reception[1], reception[0], now=now,
+                last_sr_ntp=last_sr[0] if last_sr else None,
+                last_sr_arrival=last_sr[1] if last_sr else None,
+            ))
+        report: RtcpPacket
+        if stream.packets:
+            report = RtcpSenderReport(
+                stream.ssrc, ntp_from_unix(time.time()), stream.timestamp,
+                stream.packets & 0xFFFFFFFF, stream.octets & 0xFFFFFFFF, blocks)
+        else:
+            report = RtcpReceiverReport(stream.ssrc, blocks)
+        packets: list[RtcpPacket] = [report, RtcpSdes.cname_packet(stream.ssrc, self._cname)]
+        if bye:
+            packets.append(RtcpBye([stream.ssrc]))
+        transport.sendto(serialize_compound(packets), dest)
 
     def _deliver(self) -> None:
         for event in self._leg.digits():

@@ -52,7 +52,7 @@ class RtpStream:
     """Numbers, times and encodes one outgoing stream (RFC 3550 5.1: random SSRC, random
     initial sequence number and timestamp)."""
 
-    __slots__ = ("_codec", "_last_time", "_packet", "_source", "ended")
+    __slots__ = ("_codec", "_last_time", "_packet", "_source", "ended", "octets", "packets")
 
     def __init__(self, source: FrameSource, codec: Codec) -> None:
         self._source = source
@@ -66,6 +66,9 @@ class RtpStream:
         )
         self._last_time: float | None = None
         self.ended = False
+        #: RTP packets and payload octets sent so far (RFC 3550 6.4.1 sender info).
+        self.packets = 0
+        self.octets = 0
 
     @property
     def source(self) -> FrameSource:
@@ -120,6 +123,8 @@ class RtpStream:
                     pkt.marker = True
         pkt.payload = self._codec.encode(frame)
         data = bytes(pkt)
+        self.packets += 1
+        self.octets += len(pkt.payload)
         pkt.marker = False
         pkt.sequence_number = (pkt.sequence_number + 1) & 0xFFFF
         pkt.timestamp = (pkt.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF

@@ -24,9 +24,21 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
-    "DIRECTIONS", "Attribute", "Connection", "MediaSection", "Origin", "RtcpAttribute", "RtpMap",
-    "SdpError", "SdpLine", "SessionDescription", "audio_endpoint", "direction",
-    "audio_answer", "rewrite_for_anchor", "with_direction",
+    "DIRECTIONS",
+    "Attribute",
+    "Connection",
+    "MediaSection",
+    "Origin",
+    "RtcpAttribute",
+    "RtpMap",
+    "SdpError",
+    "SdpLine",
+    "SessionDescription",
+    "audio_answer",
+    "audio_endpoint",
+    "direction",
+    "rewrite_for_anchor",
+    "with_direction",
 ]
 
 #: The media direction attributes of RFC 3264 5.1 / RFC 8866 6.7.

@@ -404,10 +404,13 @@ class LocalCalls:
         if call.media is not None:
             if logger.isEnabledFor(logging.INFO):
                 leg = call.media.leg
-                logger.info("call %s ended: %s (%s); caller sent %d RTP (%d ignored, %d "
-                            "malformed, %d concealed frames), keys %r", call.id, disposition,
-                            cause, call.media.packets, leg.ignored, leg.malformed,
-                            leg.concealed, "".join(call.keys))
+                rx = leg.reception
+                lost, jitter = (rx[1].cumulative_lost, rx[1].jitter_seconds * 1000) if rx \
+                    else (0, 0.0)
+                logger.info("call %s ended: %s (%s); caller sent %d RTP (%d lost, jitter "
+                            "%.1f ms, %d ignored, %d malformed, %d concealed frames), keys %r",
+                            call.id, disposition, cause, call.media.packets, lost, jitter,
+                            leg.ignored, leg.malformed, leg.concealed, "".join(call.keys))
             asyncio.get_running_loop().create_task(call.media.close())
         ended = utcnow()
         if call.answered_at is not None:
