@@ -543,3 +543,30 @@ def test_fuzz_mutated_real_offers(offer: bytes, data: st.DataObject) -> None:
     except SdpError:
         return
     _exercise(sd)
+
+
+def test_audio_answer_picks_the_first_g711_and_telephone_event() -> None:
+    from media.sdp import audio_answer
+
+    offer = SessionDescription.parse(
+        b"v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n"
+        b"m=audio 5004 RTP/AVP 9 8 0 96\r\na=rtpmap:9 G722/8000\r\n"
+        b"a=rtpmap:96 telephone-event/8000\r\n"
+        b"a=sendonly\r\nm=video 5006 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n"
+    )
+    found = audio_answer(offer, "198.51.100.1", 40000, 7, 1)
+    assert found is not None
+    answer, pt, event = found
+    assert (pt, event) == (8, 96)
+    audio = answer.audio
+    assert audio is not None and audio.port == 40000 and audio.formats == ("8", "96")
+    assert audio_endpoint(answer) == ("198.51.100.1", 40000)
+    # RFC 3264 6.1: a sendonly offer (the phone holds) is answered recvonly; video is refused.
+    assert direction(answer) == "recvonly"
+    assert answer.media[1].port == 0
+    assert audio_answer(offer, "198.51.100.1", 40000, 7, 1, codecs=("0",)) is not None
+    no_g711 = SessionDescription.parse(
+        b"v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n"
+        b"m=audio 5004 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n"
+    )
+    assert audio_answer(no_g711, "198.51.100.1", 40000, 7, 1) is None
