@@ -170,11 +170,11 @@ async def relay_step(calls: int, seconds: float, record: Path | None, groups: in
                           daemon=True)
     process.start()
     handles: list[RelayHandle] = []
+    bare_ends: list[_Bare] = []
     recordings = Recordings(record) if record is not None else None
     ticker: asyncio.Task[None] | None = None
     try:
         gen_port = await loop.run_in_executor(None, _recv, parent, 30.0)
-        bare_ends: list[_Bare] = []
         if bare:
             bare_ports, bare_ends = await _open_bare(calls, gen_port)
         for c in range(calls if not bare else 0):

@@ -205,7 +205,9 @@ class RelayHandle:
         query counts as arriving now, so this is accurate to the interval between queries
         (the call controller asks once a second for its RTP timeout).
         """
-        self._core.observe(self._relay._now())
+        now = self._relay._now()
+        if now is not None:
+            self._core.observe(now)
         return self._core.last_rx(leg)
 
     @property
@@ -267,8 +269,13 @@ class RtpRelay:
         self._clock = clock
         self._handles: set[RelayHandle] = set()
 
-    def _now(self) -> float:
-        return (self._clock or asyncio.get_running_loop().time)()
+    def _now(self) -> float | None:
+        if self._clock is not None:
+            return self._clock()
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:
+            return None  # outside the loop: no clock to stamp with
 
     @property
     def ports(self) -> PortAllocator:
