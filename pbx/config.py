@@ -45,6 +45,17 @@ from pbx.config_prompts import (
     base_dir,
     check_language,
 )
+from pbx.config_routing import (
+    DialCode,
+    DialplanSection,
+    IvrMenu,
+    Number,
+    RingGroup,
+    Route,
+    Trunk,
+    normalise_numbers,
+    routing_problems,
+)
 from pbx.config_yaml import Tree, config_files
 from pbx.durations import parse_duration
 
@@ -56,15 +67,21 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "DialplanSection",
     "FetchSection",
+    "IvrMenu",
     "ListenAddress",
     "LoggingSection",
     "MediaSection",
     "MusicSource",
+    "Number",
     "PromptSource",
     "PromptsSection",
+    "RingGroup",
+    "Route",
     "SipSection",
     "StorageSection",
+    "Trunk",
     "User",
     "load_config",
     "merge_reload",
@@ -404,10 +421,6 @@ class RecordingSection(BaseModel):
     """WAV stays playable up to the last second if the PBX is killed; FLAC is smaller."""
 
 
-DialCode = Annotated[str, Field(pattern=r"^[0-9*#]{1,16}$")]
-"""What a phone dials: digits, ``*`` and ``#``."""
-
-
 class FeaturesSection(BaseModel):
     """``features:`` — the codes phones dial to reach the PBX's own services; ``null`` turns a
     service off."""
@@ -418,8 +431,15 @@ class FeaturesSection(BaseModel):
     """A spoken explanation and a beep, then the caller hears their own voice."""
     key_test: DialCode | None = "*44"
     """Every key the caller presses is read back."""
+    available: DialCode | None = "*21"
+    """The caller's user becomes available: ring groups and queues ring them again."""
+    do_not_disturb: DialCode | None = "*22"
+    """The caller's user takes no ring group or queue calls until they dial ``available``."""
+    offline: DialCode | None = "*23"
+    """The caller's user is away: like do-not-disturb, shown as offline."""
 
-    @field_validator("echo_test", "key_test", mode="before")
+    @field_validator("echo_test", "key_test", "available", "do_not_disturb", "offline",
+                     mode="before")
     @classmethod
     def _code_as_text(cls, value: object) -> object:
         # A code written without quotes may arrive as a number (`43`); it means the same.
@@ -518,9 +538,17 @@ class Config(BaseModel):
     prompts: PromptsSection = PromptsSection()
     features: FeaturesSection = FeaturesSection()
     users: tuple[User, ...] = ()
+    dialplan: DialplanSection = DialplanSection()
+    trunks: tuple[Trunk, ...] = ()
+    numbers: tuple[Number, ...] = ()
+    ring_groups: dict[str, RingGroup] = Field(default_factory=dict)
+    ivr: dict[str, IvrMenu] = Field(default_factory=dict)
 
     _by_extension: dict[str, User] = PrivateAttr(default_factory=dict)
     _by_id: dict[str, User] = PrivateAttr(default_factory=dict)
+    _by_number: dict[str, Number] = PrivateAttr(default_factory=dict)
+    _by_trunk: dict[str, Trunk] = PrivateAttr(default_factory=dict)
+    _codes: dict[str, str] = PrivateAttr(default_factory=dict)
     _locator: IssueLocator | None = PrivateAttr(default=None)
     _prompts: Prompts | None = PrivateAttr(default=None)
 
@@ -531,9 +559,43 @@ class Config(BaseModel):
             raise ValueError("; ".join(problems))
         return self
 
+    @field_validator("numbers", mode="before")
+    @classmethod
+    def _normalise_numbers(cls, value: object, info: ValidationInfo) -> object:
+        # Declared after `dialplan`, so its validated region is at hand here.
+        dialplan = info.data.get("dialplan")
+        region = dialplan.region if isinstance(dialplan, DialplanSection) else None
+        return normalise_numbers(value, region)
+
     def model_post_init(self, context: Any, /) -> None:
         self._by_extension = {user.extension: user for user in self.users}
         self._by_id = {user.id: user for user in self.users}
+        self._by_number = {number.number: number for number in self.numbers}
+        self._by_trunk = {trunk.name: trunk for trunk in self.trunks}
+        self._codes = {
+            code: name
+            for name, code in self.features.model_dump().items()
+            if isinstance(code, str)
+        }
+
+    def number(self, e164: str) -> Number | None:
+        """The ``numbers:`` entry for ``e164`` (``+81312345678``), or None."""
+        return self._by_number.get(e164)
+
+    def trunk(self, name: str) -> Trunk | None:
+        """The trunk called ``name``, or None."""
+        return self._by_trunk.get(name)
+
+    def outbound_trunks(self) -> tuple[Trunk, ...]:
+        """The trunks for outside calls, in the order they are tried."""
+        names = self.dialplan.outbound
+        if names is None:
+            return self.trunks
+        return tuple(self._by_trunk[name] for name in names if name in self._by_trunk)
+
+    def feature_for_code(self, code: str) -> str | None:
+        """The ``features:`` key whose code is ``code`` (``"*43"`` -> ``"echo_test"``)."""
+        return self._codes.get(code)
 
     def user_by_extension(self, extension: str) -> User | None:
         """The user who owns ``extension``, or None."""
@@ -679,7 +741,9 @@ def _duplicates(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], st
                     )
                 )
     features = data.get("features")
-    codes: dict[str, str] = {"echo_test": "*43", "key_test": "*44"}
+    codes: dict[str, Any] = {
+        name: field.default for name, field in FeaturesSection.model_fields.items()
+    }
     if isinstance(features, Mapping):
         codes.update({k: v for k, v in features.items() if isinstance(k, str)})
     taken: dict[str, str] = {}
@@ -715,6 +779,7 @@ def _duplicates(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], st
                 )
             else:
                 seen_specs[text] = index
+    problems.extend(routing_problems(data))
     return problems
 
 

@@ -62,7 +62,7 @@ class ConfigError(Exception):
         return "\n".join(str(issue) for issue in self.issues)
 
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
 def format_key_path(path: Sequence[str | int]) -> str:

@@ -57,9 +57,14 @@ def _item_type(arms: list[Any], index: int) -> Any:
     return None
 
 
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    """The keys a model takes in YAML (a field's alias where it has one) and their fields."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
 def _field_type(arms: list[Any], key: str) -> Any:
     for model in _models(arms):
-        field = model.model_fields.get(key)
+        field = _keys(model).get(key)
         if field is not None:
             return field.annotation
     for arm in arms:
@@ -199,7 +204,7 @@ class _Walker:
         models = _models(arms)
         if models:
             self._locator.known_keys[path] = tuple(
-                name for model in models for name in model.model_fields
+                name for model in models for name in _keys(model)
             )
         out: dict[str, Any] = {}
         for key, key_node, value_node in self.entries(node, path):

@@ -121,8 +121,8 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
     path = write(tmp_path, "pbx.yaml", MINIMAL + "  domian: x\nhttp: {}\n")
     assert problems(path) == [
         "pbx.yaml:4:3: sip.domian: unknown key (did you mean 'domain'?)",
-        "pbx.yaml:5:1: http: unknown key"
-        " (allowed here: features, logging, media, prompts, recording, sip, storage, users)",
+        "pbx.yaml:5:1: http: unknown key (allowed here: dialplan, features, ivr, logging, "
+        "media, numbers, prompts, recording, ring_groups, sip, storage, trunks, users)",
     ]
 
 

@@ -1,0 +1,750 @@
+"""Configuration of call routing: the dial plan, trunks, numbers (DIDs), ring groups, IVR menus.
+
+The models here are frozen and refuse unknown keys, like every other section. What one entry
+cannot check alone (a route naming a user that exists, a number listed twice once normalised,
+an IVR nested too deep) is checked by :func:`routing_problems` on the plain data, so every
+problem is reported with the key path where the admin wrote it.
+
+Numbers are stored in E.164 (``+81312345678``): the admin may write them as dialled in
+``dialplan.region`` (``03-1234-5678`` in JP) or internationally, and they are normalised with
+``phonenumbers`` (Google's libphonenumber metadata) when the configuration is loaded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import string
+from collections.abc import Callable, Iterator, Mapping
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pbx.config_prompts import PromptSource
+from pbx.durations import parse_duration
+
+__all__ = [
+    "IVR_KEYS",
+    "MAX_IVR_DEPTH",
+    "DialCode",
+    "DialplanSection",
+    "IvrMenu",
+    "IvrOption",
+    "Number",
+    "RingGroup",
+    "Route",
+    "Trunk",
+    "e164",
+    "normalise_numbers",
+    "routing_problems",
+]
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+DialCode = Annotated[str, Field(pattern=r"^[0-9*#]{1,16}$")]
+"""What a phone dials: digits, ``*`` and ``#``."""
+
+IVR_KEYS = "0123456789*#"
+"""Keys an IVR option may sit on."""
+
+MAX_IVR_DEPTH = 5
+"""Menus nest at most this deep, the top menu being level 1."""
+
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_CALLER_ID = re.compile(r"\+?[0-9]{1,15}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
+)
+# Visual separators of a written or dialled number (RFC 3966 5.1.1) and blanks.
+_DIALLED = re.compile(r"\+?[0-9 ()./-]{1,40}")
+_ROUTE_KINDS = ("user", "ring_group", "ivr", "queue")
+_INHERITED = (
+    "option_prompt",
+    "timeout",
+    "max_retries",
+    "on_failure",
+    "back_key",
+    "repeat_key",
+    "direct_dial",
+    "unavailable",
+)
+_TYPES: dict[int, str] = {
+    phonenumbers.PhoneNumberType.MOBILE: "mobile",
+    phonenumbers.PhoneNumberType.TOLL_FREE: "tollfree",
+}
+
+
+def e164(number: str, region: str) -> str | None:
+    """``number`` in E.164 (``+81312345678``), or None if it is not a valid phone number.
+
+    Takes the forms people write and phones dial: national (``03-1234-5678`` in region JP),
+    international with ``+`` or without it (``81312345678``), or with the region's international
+    prefix (``011 81 3 1234 5678`` in US); spaces, hyphens, dots and brackets are ignored.
+    """
+    text = number.strip()
+    if not _DIALLED.fullmatch(text):
+        return None
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"invalid name {value!r}: use 1 to 64 of A-Z, a-z, 0-9, '.', '_', '-'")
+    return value
+
+
+def _text(value: str, what: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty")
+    if _CONTROL.search(value):
+        # It may end up in a SIP header; a line break there would forge headers.
+        raise ValueError(f"{what} must not contain control characters or line breaks")
+    return value
+
+
+def _host(value: str) -> str:
+    text = value.strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not _HOSTNAME.fullmatch(text):
+        raise ValueError(f"invalid host {value!r}: expected a DNS name or an IP address")
+    return text.lower()
+
+
+def _ivr_key(value: str) -> str:
+    if len(value) != 1 or value not in IVR_KEYS:
+        raise ValueError(f"invalid key {value!r}: use one of 0-9, * and #")
+    return value
+
+
+IvrKey = Annotated[str, AfterValidator(_ivr_key)]
+Name = Annotated[str, AfterValidator(_name)]
+
+
+def _code_as_text(value: object) -> object:
+    # A code written without quotes may arrive as a number (`0`); it means the same.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Route(BaseModel):
+    """Where a call goes: exactly one of ``{user: ID}``, ``{ring_group: NAME}``,
+    ``{ivr: NAME}`` or ``{queue: NAME}``."""
+
+    model_config = _FROZEN
+
+    user: str | None = None
+    ring_group: str | None = None
+    ivr: str | None = None
+    queue: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, value: object) -> object:
+        if isinstance(value, Route | Mapping):
+            return value
+        raise ValueError(
+            "expected {user: ID}, {ring_group: NAME}, {ivr: NAME} or {queue: NAME}, "
+            f"got {value!r}"
+        )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Route:
+        given = [kind for kind in _ROUTE_KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            if not given:
+                raise ValueError("give one of user, ring_group, ivr or queue")
+            raise ValueError(
+                f"give only one of user, ring_group, ivr or queue, not {' and '.join(given)}"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``"user"``, ``"ring_group"``, ``"ivr"`` or ``"queue"``."""
+        return next(kind for kind in _ROUTE_KINDS if getattr(self, kind) is not None)
+
+    @property
+    def target(self) -> str:
+        """The user id or the name of the group, IVR or queue."""
+        return str(getattr(self, self.kind))
+
+
+class DialplanSection(BaseModel):
+    """``dialplan:`` — how numbers are read, and which trunks carry outside calls."""
+
+    model_config = _FROZEN
+
+    region: str = "US"
+    """ISO 3166 alpha-2 country whose national number forms are understood."""
+    outbound: tuple[Name, ...] | None = None
+    """Trunks for outside calls, first tried first; None: every trunk, in the listed order."""
+    outside_prefix: Annotated[str, Field(pattern=r"^[0-9]{1,4}$")] | None = None
+    """What an extension dials before an outside number (``0`` or ``9``); None: nothing."""
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _region(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f"unknown region {value!r}: expected an ISO 3166 country code such as US, JP, DE"
+            )
+        return region
+
+    @field_validator("outside_prefix", mode="before")
+    @classmethod
+    def _prefix_text(cls, value: object) -> object:
+        return _code_as_text(value)
+
+    @field_validator("outbound")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("each trunk may be listed once")
+        return value
+
+
+class Trunk(BaseModel):
+    """One entry of ``trunks:``: a SIP provider the PBX registers with or that sends calls
+    from known addresses."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: Name
+    host: str
+    port: int = Field(default=5060, ge=1, le=65535)
+    transport: Literal["udp", "tcp"] = "udp"
+    username: str | None = None
+    password: str | None = None
+    registration: bool = Field(default=False, alias="register")
+    """``register:`` in YAML: register with the provider (RFC 3261 10) so it sends the DIDs'
+    calls here. (A field called ``register`` would shadow ``BaseModel.register``.)"""
+    expires: int = Field(default=3600, ge=60, le=86400)
+    inbound_ips: tuple[str, ...] | None = None
+    """Addresses (IPs or CIDRs) calls from this trunk come from; None: ``host`` if an IP."""
+    number_format: Literal["e164", "national", "international"] = "e164"
+    prefix: Annotated[str, Field(pattern=r"^[0-9*#]{0,16}$")] = ""
+    caller_id: str | None = None
+    from_domain: str | None = None
+
+    @field_validator("host", "from_domain")
+    @classmethod
+    def _check_host(cls, value: str | None) -> str | None:
+        return None if value is None else _host(value)
+
+    @field_validator("username", "password")
+    @classmethod
+    def _check_credential(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _text(value, str(info.field_name))
+
+    @field_validator("prefix", mode="before")
+    @classmethod
+    def _prefix_text(cls, value: object) -> object:
+        return _code_as_text(value)
+
+    @field_validator("caller_id")
+    @classmethod
+    def _check_caller_id(cls, value: str | None) -> str | None:
+        if value is not None and not _CALLER_ID.fullmatch(value):
+            raise ValueError(f"invalid caller_id {value!r}: use digits with an optional leading +")
+        return value
+
+    @field_validator("inbound_ips")
+    @classmethod
+    def _check_ips(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        networks = []
+        for item in value:
+            try:
+                networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"invalid address {item!r}: expected an IP address or a CIDR such as "
+                    "203.0.113.0/24"
+                ) from None
+        return tuple(networks)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Trunk:
+        if self.registration and (self.username is None or self.password is None):
+            raise ValueError("register: true needs a username and a password")
+        return self
+
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """Where this trunk's calls come from: ``inbound_ips``, or ``host`` when it is an IP."""
+        if self.inbound_ips is not None:
+            return tuple(ipaddress.ip_network(item) for item in self.inbound_ips)
+        try:
+            return (ipaddress.ip_network(self.host),)
+        except ValueError:
+            return ()
+
+
+class _Unparsed:
+    """A number that did not parse in the dial plan's region (reported by ``Number``)."""
+
+    def __init__(self, text: str, region: str) -> None:
+        self.text = text
+        self.region = region
+
+
+class Number(BaseModel):
+    """One entry of ``numbers:``: a DID and where its calls go."""
+
+    model_config = _FROZEN
+
+    number: str
+    """E.164, normalised at load from the form the admin wrote."""
+    type: Literal["local", "mobile", "tollfree"]
+    """Kind of number; when not written, what the numbering plan says it is."""
+    name: str = ""
+    route: Route
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_type(cls, data: object) -> object:
+        if isinstance(data, Mapping) and data.get("type") is None:
+            data = dict(data)
+            data.pop("type", None)
+            number = data.get("number")
+            if isinstance(number, str) and _E164.fullmatch(number):
+                try:
+                    kind = phonenumbers.number_type(phonenumbers.parse(number, None))
+                except phonenumbers.NumberParseException:
+                    return data
+                data["type"] = _TYPES.get(kind, "local")
+        return data
+
+    @field_validator("number", mode="before")
+    @classmethod
+    def _check_number(cls, value: object) -> object:
+        if isinstance(value, _Unparsed):
+            raise ValueError(
+                f"invalid number {value.text!r}: not a valid phone number in region "
+                f"{value.region}; write it as dialled there or as +<country code><number>"
+            )
+        if isinstance(value, str) and (not _E164.fullmatch(value) or e164(value, "US") is None):
+            raise ValueError(
+                f"invalid number {value!r}: expected a valid phone number as +<country "
+                "code><number>"
+            )
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return value if value == "" else _text(value, "name")
+
+
+class RingGroup(BaseModel):
+    """One entry of ``ring_groups:``: users rung together or one after another."""
+
+    model_config = _FROZEN
+
+    members: tuple[str, ...] = Field(min_length=1)
+    strategy: Literal["simultaneous", "sequential"] = "simultaneous"
+    ring_seconds: int = Field(default=20, ge=1, le=600)
+    """How long each step rings: everyone (simultaneous) or one member (sequential)."""
+    rounds: Literal[1, 2] = 1
+    """How many times a sequential group goes through its members."""
+    fallback: Route | None = None
+    """Where the call goes when nobody answered; None: the unavailable prompt, then hang up."""
+
+    @field_validator("members")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        seen: set[str] = set()
+        for member in value:
+            if member in seen:
+                raise ValueError(f'member "{member}" is listed twice')
+            seen.add(member)
+        return value
+
+
+class IvrOption(BaseModel):
+    """What one key of a menu does: ``route`` somewhere or open a submenu (``menu``)."""
+
+    model_config = _FROZEN
+
+    label: str | None = None
+    """Fills ``{label}`` in the menu's ``option_prompt``."""
+    route: Route | None = None
+    menu: IvrMenu | None = None
+    prompt: PromptSource | None = None
+    """Played for this option instead of the menu's ``option_prompt``."""
+
+    @field_validator("label")
+    @classmethod
+    def _check_label(cls, value: str | None) -> str | None:
+        return None if value is None else _text(value, "label")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> IvrOption:
+        if (self.route is None) == (self.menu is None):
+            raise ValueError("give either route or menu (a submenu), not both or neither")
+        if self.label is None and self.prompt is None:
+            raise ValueError("give a label (spoken through option_prompt) or a prompt")
+        return self
+
+
+def _check_template(value: str) -> str:
+    _text(value, "option_prompt")
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"invalid option_prompt {value!r}: {exc}") from None
+    unknown = fields - {"label", "key"}
+    if unknown:
+        raise ValueError(
+            f"option_prompt may use only {{label}} and {{key}}, not {{{sorted(unknown)[0]}}}"
+        )
+    if "key" not in fields:
+        raise ValueError('option_prompt must say the key: include {key}, as in "press {key}"')
+    return value
+
+
+class IvrMenu(BaseModel):
+    """One IVR menu (an entry of ``ivr:``, or an option's submenu).
+
+    A submenu takes every key it does not write (all but ``welcome`` and ``options``) from the
+    menu above it.
+    """
+
+    model_config = _FROZEN
+
+    welcome: PromptSource | None = None
+    """Played when the caller enters this menu."""
+    option_prompt: Annotated[str, AfterValidator(_check_template)] = "For {label}, press {key}."
+    options: dict[IvrKey, IvrOption] = Field(default_factory=dict)
+    timeout: Duration = Field(default=5.0, gt=0, le=60)
+    """How long to wait for a key after the prompts."""
+    max_retries: int = Field(default=3, ge=0, le=10)
+    """Menu replays after a timeout or an invalid key before ``on_failure``."""
+    on_failure: Route | None = None
+    """Where the call goes after the retries; None: a goodbye, then hang up."""
+    back_key: IvrKey | None = "*"
+    repeat_key: IvrKey | None = "#"
+    direct_dial: bool = False
+    """The caller may type an extension instead of choosing an option."""
+    unavailable: PromptSource | None = None
+    """Played when the chosen target has nobody available; None: ``prompts.unavailable``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit(cls, data: object) -> object:
+        # Submenus take the keys they do not write from the menu above (a Japanese
+        # option_prompt written once applies to the whole tree).
+        return _push_down(data, 0) if isinstance(data, Mapping) else data
+
+    @field_validator("back_key", "repeat_key", mode="before")
+    @classmethod
+    def _key_text(cls, value: object) -> object:
+        return _code_as_text(value)
+
+    @model_validator(mode="after")
+    def _keys(self) -> IvrMenu:
+        if self.back_key is not None and self.back_key == self.repeat_key:
+            raise ValueError(f'back_key and repeat_key are both "{self.back_key}"')
+        if not self.options and not self.direct_dial:
+            raise ValueError("a menu needs options (or direct_dial: true)")
+        return self
+
+
+IvrOption.model_rebuild()
+
+
+def _push_down(menu: Mapping[str, Any], depth: int) -> dict[str, Any]:
+    out = dict(menu)
+    options = out.get("options")
+    if not isinstance(options, Mapping) or depth > MAX_IVR_DEPTH:
+        return out  # too deep is reported by routing_problems; stop copying there
+    inherited = {key: out[key] for key in _INHERITED if key in out}
+    pushed: dict[Any, Any] = {}
+    for key, option in options.items():
+        sub = option.get("menu") if isinstance(option, Mapping) else None
+        if isinstance(sub, Mapping):
+            option = {**option, "menu": _push_down({**inherited, **sub}, depth + 1)}
+        pushed[key] = option
+    out["options"] = pushed
+    return out
+
+
+def normalise_numbers(entries: object, region: str | None) -> object:
+    """``numbers:`` entries with each ``number`` in E.164, read in ``region``.
+
+    A number that does not parse is marked so that ``Number`` reports it with the region;
+    without a region (the dial plan itself is invalid) only international forms are read.
+    """
+    if not isinstance(entries, list | tuple):
+        return entries
+    out: list[object] = []
+    for entry in entries:
+        text = entry.get("number") if isinstance(entry, Mapping) else None
+        if isinstance(entry, Mapping) and isinstance(text, str):
+            normal = e164(text, region or "US")
+            if normal is not None and (region is not None or text.strip().startswith("+")):
+                entry = {**entry, "number": normal}
+            elif region is not None:
+                entry = {**entry, "number": _Unparsed(text, region)}
+        out.append(entry)
+    return out
+
+
+# -- cross-checks on plain data ------------------------------------------------------------
+
+Problem = tuple[tuple[str | int, ...], str]
+
+
+def _region_of(data: Mapping[str, Any]) -> str:
+    dialplan = data.get("dialplan")
+    region = dialplan.get("region") if isinstance(dialplan, Mapping) else None
+    if isinstance(region, str) and region.strip().upper() in phonenumbers.SUPPORTED_REGIONS:
+        return region.strip().upper()
+    return "US"
+
+
+def _entries(value: object) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if isinstance(item, Mapping):
+                yield index, item
+
+
+def _names(value: object) -> set[str]:
+    return {key for key in value if isinstance(key, str)} if isinstance(value, Mapping) else set()
+
+
+def _menus(
+    menu: Mapping[str, Any], path: tuple[str | int, ...], depth: int
+) -> Iterator[tuple[tuple[str | int, ...], Mapping[str, Any], int]]:
+    yield path, menu, depth
+    options = menu.get("options")
+    if not isinstance(options, Mapping) or depth > MAX_IVR_DEPTH:
+        return
+    for key, option in options.items():
+        sub = option.get("menu") if isinstance(option, Mapping) else None
+        if isinstance(sub, Mapping):
+            yield from _menus(sub, (*path, "options", key, "menu"), depth + 1)
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(part) for part in path)
+
+
+def routing_problems(data: Mapping[str, Any]) -> list[Problem]:
+    """Problems across routing entries, as (key path, message), found on plain data."""
+    problems: list[Problem] = []
+    users = {
+        value
+        for _, user in _entries(data.get("users"))
+        for value in (user.get("id"),)
+        if isinstance(value, str)
+    }
+    targets = {
+        "user": users,
+        "ring_group": _names(data.get("ring_groups")),
+        "ivr": _names(data.get("ivr")),
+        "queue": _names(data.get("queues")),
+    }
+    plural = {"user": "users", "ring_group": "ring_groups", "ivr": "ivr", "queue": "queues"}
+
+    def check_route(route: object, path: tuple[str | int, ...]) -> None:
+        if not isinstance(route, Mapping):
+            return
+        for kind in _ROUTE_KINDS:
+            name = route.get(kind)
+            if not isinstance(name, str):
+                continue
+            if kind == "queue" and not isinstance(data.get("queues"), Mapping):
+                problems.append(((*path, kind), f'no queues configured (for queue "{name}")'))
+            elif name not in targets[kind]:
+                what = "user" if kind == "user" else kind.replace("_", " ")
+                problems.append(((*path, kind), f'unknown {what} "{name}" (not in {plural[kind]})'))
+
+    region = _region_of(data)
+    seen_numbers: dict[str, int] = {}
+    for index, number in _entries(data.get("numbers")):
+        check_route(number.get("route"), ("numbers", index, "route"))
+        text = number.get("number")
+        normal = e164(text, region) if isinstance(text, str) else None
+        if normal is None:
+            continue
+        if normal in seen_numbers:
+            problems.append(
+                (
+                    ("numbers", index, "number"),
+                    f"duplicate number {normal} (also numbers[{seen_numbers[normal]}])",
+                )
+            )
+        else:
+            seen_numbers[normal] = index
+
+    groups = data.get("ring_groups")
+    if isinstance(groups, Mapping):
+        for name, group in groups.items():
+            if not isinstance(group, Mapping):
+                continue
+            members = group.get("members")
+            if isinstance(members, list | tuple):
+                for index, member in enumerate(members):
+                    if isinstance(member, str) and member not in users:
+                        problems.append(
+                            (
+                                ("ring_groups", name, "members", index),
+                                f'unknown user "{member}" (not in users)',
+                            )
+                        )
+            check_route(group.get("fallback"), ("ring_groups", name, "fallback"))
+        problems.extend(_fallback_loops(groups))
+
+    trunk_names: dict[str, int] = {}
+    networks: list[tuple[int, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
+    for index, trunk in _entries(data.get("trunks")):
+        name = trunk.get("name")
+        if isinstance(name, str):
+            if name in trunk_names:
+                problems.append(
+                    (
+                        ("trunks", index, "name"),
+                        f'duplicate trunk name "{name}" (also trunks[{trunk_names[name]}])',
+                    )
+                )
+            else:
+                trunk_names[name] = index
+        problems.extend(_overlaps(trunk, index, networks))
+    dialplan = data.get("dialplan")
+    outbound = dialplan.get("outbound") if isinstance(dialplan, Mapping) else None
+    if isinstance(outbound, list | tuple):
+        for index, name in enumerate(outbound):
+            if isinstance(name, str) and name not in trunk_names:
+                problems.append(
+                    (("dialplan", "outbound", index), f'unknown trunk "{name}" (not in trunks)')
+                )
+
+    ivr = data.get("ivr")
+    if isinstance(ivr, Mapping):
+        for name, top in ivr.items():
+            if isinstance(top, Mapping):
+                problems.extend(_ivr_problems(top, ("ivr", name), check_route))
+    return problems
+
+
+def _fallback_loops(groups: Mapping[str, Any]) -> list[Problem]:
+    # A group whose fallback leads back to itself with nobody available would bounce the call
+    # between groups without end.
+    problems: list[Problem] = []
+    for start in groups:
+        chain = [start]
+        current = start
+        while True:
+            group = groups.get(current)
+            fallback = group.get("fallback") if isinstance(group, Mapping) else None
+            nxt = fallback.get("ring_group") if isinstance(fallback, Mapping) else None
+            if not isinstance(nxt, str) or nxt not in groups:
+                break
+            if nxt == start:
+                loop = " -> ".join([*chain, nxt])
+                problems.append((("ring_groups", start, "fallback"), f"fallback loop: {loop}"))
+                break
+            if nxt in chain:
+                break  # a loop that does not pass through `start`; reported for its members
+            chain.append(nxt)
+            current = nxt
+    return problems
+
+
+def _overlaps(
+    trunk: Mapping[str, Any],
+    index: int,
+    seen: list[tuple[int, ipaddress.IPv4Network | ipaddress.IPv6Network]],
+) -> list[Problem]:
+    # Two trunks claiming the same source address would make an inbound call's trunk a guess.
+    ips = trunk.get("inbound_ips")
+    items: list[tuple[tuple[str | int, ...], object]]
+    if isinstance(ips, list | tuple):
+        items = [(("trunks", index, "inbound_ips", i), ip) for i, ip in enumerate(ips)]
+    else:
+        items = [(("trunks", index, "host"), trunk.get("host"))] if ips is None else []
+    problems: list[Problem] = []
+    for path, item in items:
+        if not isinstance(item, str):
+            continue
+        try:
+            network = ipaddress.ip_network(item.strip(), strict=False)
+        except ValueError:
+            continue  # not an address (a host name), or reported by validation
+        for other, known in seen:
+            if other != index and known.version == network.version and known.overlaps(network):
+                problems.append(
+                    (path, f"{network} overlaps {known}, an inbound address of trunks[{other}]")
+                )
+                break
+        seen.append((index, network))
+    return problems
+
+
+def _ivr_problems(
+    top: Mapping[str, Any],
+    root: tuple[str | int, ...],
+    check_route: Callable[[object, tuple[str | int, ...]], None],
+) -> list[Problem]:
+    problems: list[Problem] = []
+    inherited_keys: dict[tuple[str | int, ...], tuple[object, object]] = {}
+    for path, menu, depth in _menus(top, root, 1):
+        if depth > MAX_IVR_DEPTH:
+            problems.append(
+                (
+                    path,
+                    f"menu {_dotted(path)} is {depth} levels deep; IVR menus nest at most "
+                    f"{MAX_IVR_DEPTH} levels",
+                )
+            )
+            continue
+        parent = inherited_keys.get(path[:-3], ("*", "#")) if depth > 1 else ("*", "#")
+        back = _code_as_text(menu.get("back_key", parent[0]))
+        repeat = _code_as_text(menu.get("repeat_key", parent[1]))
+        inherited_keys[path] = (back, repeat)
+        check_route(menu.get("on_failure"), (*path, "on_failure"))
+        options = menu.get("options")
+        if not isinstance(options, Mapping):
+            continue
+        for key, option in options.items():
+            if not isinstance(option, Mapping):
+                continue
+            check_route(option.get("route"), (*path, "options", key, "route"))
+            for special, value in (("back_key", back), ("repeat_key", repeat)):
+                if key == value:
+                    problems.append(
+                        (
+                            (*path, "options", key),
+                            f'key "{key}" is also this menu\'s {special}; give the menu '
+                            f"another {special} or {special}: null",
+                        )
+                    )
+    return problems
