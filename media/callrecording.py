@@ -18,8 +18,8 @@ a per-packet path.
 Streams change: when the relay gives a leg a new address (the far phone was replaced,
 :meth:`RecordingMixer.restart`) the next packet starts a new stream placed by its own arrival
 time. A new SSRC or an impossible timestamp jump within a batch (a phone restarting its
-stream) continues the new stream where the old one stopped. Either way the file keeps one
-timeline.
+stream, say after hold) continues the new stream where the old one stopped, or at the previous
+take if the leg was silent since. Either way the file keeps one timeline.
 
 Pause (:meth:`RecordingMixer.pause` / :meth:`RecordingMixer.resume`): the timeline keeps
 running; packets that arrive while paused are dropped unread, and whatever falls into a paused
@@ -64,6 +64,7 @@ class RecordingMixer:
     """Collects the G.711 packets of legs 0 (caller) and 1 (callee) from ``start`` on."""
 
     __slots__ = (
+        "_floor",
         "_pauses",
         "_pending",
         "_restart",
@@ -84,6 +85,7 @@ class RecordingMixer:
         self._pauses: list[list[int | None]] = []  # [from, to) in samples; to None: ongoing
         self._written = 0  # samples handed out so far
         self._seen = 0  # the latest timeline position known to have passed (for sanity checks)
+        self._floor = 0  # where the last take was: later packets arrived after it
 
     # -- the relay's side (media.relay.PacketSink) -------------------------------------------
 
@@ -156,7 +158,9 @@ class RecordingMixer:
     def take(self, now: float) -> tuple[NDArray[np.int16], NDArray[np.int16]]:
         """Both channels from the last take up to ``now - margin``."""
         self._seen = max(self._seen, self._position(now))
-        return self._take(self._position(now - self.margin))
+        out = self._take(self._position(now - self.margin))
+        self._floor = max(self._floor, self._position(now))
+        return out
 
     def take_all(self) -> tuple[NDArray[np.int16], NDArray[np.int16]]:
         """Everything received, to close the recording."""
@@ -300,6 +304,7 @@ class RecordingMixer:
                    ssrc: NDArray[np.uint32], pcm: NDArray[np.int16]) -> None:
         # Packets [0, n) of one leg, in arrival order, each pcm.shape[1] samples long.
         length = pcm.shape[1]
+        rebased = False
         for _ in range(len(ts) + 1):  # each round consumes at least one packet
             # Signed 32-bit distance from the stream's first timestamp (RFC 3550 5.1: wraps).
             delta = ((ts - stream.base_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
@@ -307,15 +312,20 @@ class RecordingMixer:
             bad = (ssrc != stream.ssrc) | (pos > self._seen + _MAX_SKEW) | (
                 pos + length < self._written - _MAX_SKEW
             )
+            bad[0] &= not rebased  # a stream just rebased on this packet takes it
             cut = int(np.argmax(bad)) if bad.any() else len(ts)
             if cut:
                 self._write(leg, pos[:cut], pcm[:cut])
                 stream.end = max(stream.end, int(pos[:cut].max()) + length)
             if cut == len(ts):
                 return
-            # A new stream within the batch: it goes on where the old one stopped.
-            stream.base_pos, stream.base_ts, stream.ssrc = stream.end, int(ts[cut]), int(ssrc[cut])
+            # A new stream within the batch: it goes on where the old one stopped, or, if
+            # the leg was silent meanwhile, at the last take (everything in this batch
+            # arrived after it).
+            stream.base_pos = max(stream.end, self._floor)
+            stream.base_ts, stream.ssrc = int(ts[cut]), int(ssrc[cut])
             ts, ssrc, pcm = ts[cut:], ssrc[cut:], pcm[cut:]
+            rebased = True
 
     def _write(self, leg: int, pos: NDArray[np.int64], pcm: NDArray[np.int16]) -> None:
         length = pcm.shape[1]

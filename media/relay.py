@@ -322,7 +322,10 @@ class RelaySession:
             self._dropped_foreign[leg] += 1
             return None
         self._last_rx[leg] = now
-        self._rx_seen[leg] = self._received(leg) + 1
+        # This packet is counted below (forwarded or accepted): observe() must not see it again.
+        channels = self.channels
+        self._rx_seen[leg] = (channels[leg * 2].packets + channels[leg * 2 + 1].packets
+                              + self._accepted[leg] + 1)
         sink = self._sink
         if sink is not None and not rtcp:
             if channel.rec is not None:

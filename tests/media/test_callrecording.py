@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from media.callrecording import RecordingMixer
+from media.callrecording import RATE, RecordingMixer
 from media.g711 import alaw_encode, ulaw_encode
 from media.rtp import RtpPacket
 
@@ -201,3 +201,20 @@ def test_packets_later_than_the_margin_are_dropped() -> None:
     assert not first[320:].any()
     assert not rest[:160].any()  # the late packet went nowhere, not into the next second
     assert rest[160:320].min() > 4900
+
+
+def test_a_leg_back_from_silence_with_a_new_ssrc_is_not_dropped_as_late() -> None:
+    mix = RecordingMixer(start=0.0, margin=0.2)
+    batch = mix.capture(0, _pkt(1, 0, 1000), 0.0)
+    assert batch is not None
+    for n in range(1, 25):
+        batch.append(_pkt(1 + n, 160 * n, 1000))
+    taken = [mix.take(t)[0] for t in (1.0, 2.0, 3.0)]  # then on hold: nothing for 2.5 s
+    for n in range(50):  # resumed with a new SSRC and timestamp base, same address
+        batch.append(_pkt(900 + n, 7_777_777 + 160 * n, 3000))
+    taken.append(mix.take(4.0)[0])
+    taken.append(mix.take_all()[0])
+    left = np.concatenate(taken)
+    assert left[:4000].min() > 900
+    assert (left > 2900).sum() == 50 * 160  # all of it, after the silence
+    assert int(np.flatnonzero(left > 2900)[0]) >= 3 * RATE - 1600
