@@ -195,7 +195,11 @@ class RelayHandle:
         return True
 
     def stats(self) -> RelayStats:
-        """A snapshot of the packet counters of both legs."""
+        """A snapshot of the packet counters of both legs (``last_rx`` as for
+        :meth:`last_rx`)."""
+        now = self._relay._now()
+        if now is not None:
+            self._core.observe(now)
         return self._core.stats()
 
     def last_rx(self, leg: Leg) -> float | None:
