@@ -40,6 +40,7 @@ from .callstate import (
     Call,
     Fork,
     Forwarded,
+    RingStep,
     Side,
     best_failure,
     leg_of,
@@ -135,6 +136,7 @@ class CallController(InDialog):
         call = Call(
             id=call_id, caller=caller, callee=callee, a_invite=req, a_key=key, a_peer=peer,
             a_tag=new_tag(), a_offer=offer, started=started,
+            plan=[RingStep((callee,), app.ring_timeout)],
         )
         base = int(uuid.uuid4().int % 10**9)
         call.sdp_ids = {"a": base, "b": base + 1}
@@ -151,11 +153,12 @@ class CallController(InDialog):
             )
         )
         app.respond(key, req, 100)
-        asyncio.get_running_loop().create_task(self._start(call, bindings))
+        asyncio.get_running_loop().create_task(self._start(call))
 
-    def _on_a_call(self, user_id: str) -> bool:
+    def _on_a_call(self, user_id: str, ignore: Call | None = None) -> bool:
+        """Whether ``user_id`` is in a call (ringing or answered) other than ``ignore``."""
         return any(
-            c.state != "ended" and user_id in (c.caller.id, c.callee.id)
+            c is not ignore and c.state != "ended" and user_id in (c.caller.id, c.callee.id)
             for c in self.calls.values()
         )
 
@@ -175,7 +178,7 @@ class CallController(InDialog):
                            hangup_cause=cause, hangup_by="system", sip_code=code,
                            duration=0.0, ring_seconds=(ended - started).total_seconds()))
 
-    async def _start(self, call: Call, bindings: list[Binding]) -> None:
+    async def _start(self, call: Call) -> None:
         app = self.app
         try:
             call.relay = await app.relay.open_session(app.media_bind_host)
@@ -188,24 +191,81 @@ class CallController(InDialog):
         if call.state == "ended":
             await call.relay.close()
             return
-        body = b""
         if call.a_offer is not None:
             call.last_sdp["a"] = call.a_offer
             a_end = audio_endpoint(call.a_offer)
             if a_end is not None:
                 call.relay.set_remote(Leg.A, a_end)
-            body = self._sdp_for(call, "b", offer_both_g711(call.a_offer))
+            call.b_offer = self._sdp_for(call, "b", offer_both_g711(call.a_offer))
         # else: a delayed offer, passed on as one (the callee's 200 will carry the offer)
-        for b in bindings:
-            self._send_fork(call, b, body)
         call.state = "ringing"
-        loop = asyncio.get_running_loop()
-        call.ring_timer = loop.call_later(app.ring_timeout, self._ring_timeout, call)
+        self._next_step(call)
         app.flush()
 
-    def _send_fork(self, call: Call, binding: Binding, body: bytes) -> None:
+    # -- ringing, step by step ----------------------------------------------------------------
+    def _next_step(self, call: Call) -> None:
+        """Ring the next step of the call's plan that has a phone to ring; when none is left,
+        the call is unanswered. Users on a call (without call waiting) and users with no
+        registered phone are skipped without using up their time."""
         app = self.app
-        caller, callee = call.caller, call.callee
+        while call.state == "ringing":
+            call.step += 1
+            if call.step >= len(call.plan):
+                self._unanswered(call)
+                return
+            step = call.plan[call.step]
+            sent = 0
+            for user in step.users:
+                if not user.call_waiting and self._on_a_call(user.id, call):
+                    continue
+                for binding in app.lookup(user.id):
+                    self._send_fork(call, binding, user)
+                    sent += 1
+            if sent:
+                call.ring_timer = asyncio.get_running_loop().call_later(
+                    step.seconds, self._step_timeout, call, call.step)
+                return
+
+    def _step_timeout(self, call: Call, step: int) -> None:
+        call.ring_timer = None
+        if call.state != "ringing" or call.step != step:
+            return
+        call.timed_out = True
+        for fork in call.forks.values():
+            if fork.step == step and not fork.done:
+                self._cancel_fork(fork, call, completed_elsewhere=False)
+        self._next_step(call)
+        self.app.flush()
+
+    def _step_failed(self, call: Call, fork: Fork) -> None:
+        """A phone refused or failed: when every phone of the ringing step has, move on."""
+        if call.state != "ringing" or fork.step != call.step:
+            return
+        if all(f.done for f in call.forks.values() if f.step == call.step):
+            if call.ring_timer is not None:
+                call.ring_timer.cancel()
+                call.ring_timer = None
+            self._next_step(call)
+
+    def _unanswered(self, call: Call) -> None:
+        """Every step has rung (or had nobody to ring) without an answer."""
+        if call.timed_out:
+            self._fail_a(call, 480, "no answer", "no_answer", reason="No Answer")
+            return
+        codes = [f.status or 500 for f in call.forks.values()]
+        if not codes:
+            self._fail_a(call, 480, "nobody to ring", "unavailable")
+            return
+        best = best_failure(codes)
+        disposition = {486: "busy", 600: "busy", 603: "rejected"}.get(best, "failed")
+        if best in (408, 480, 487):
+            disposition = "no_answer"
+        self._fail_a(call, best, f"callee answered {best}", disposition)
+
+    def _send_fork(self, call: Call, binding: Binding, callee: User) -> None:
+        app = self.app
+        caller = call.caller
+        body = call.b_offer
         peer = app.binding_peer(binding)
         h = Headers()
         h.add("Max-Forwards", str(call.max_forwards))
@@ -224,7 +284,7 @@ class CallController(InDialog):
         req = Request("INVITE", SipUri.parse(binding.uri), h, body)
         app.add_via(req, peer)
         key = app.layer.send_request(req, peer, app.now())
-        fork = Fork(key=key, invite=req, peer=peer)
+        fork = Fork(key=key, invite=req, peer=peer, step=call.step, user=callee)
         call.forks[key] = fork
         self._forks[key] = (call, fork)
 
@@ -281,12 +341,7 @@ class CallController(InDialog):
         fork.done = True
         fork.status = code
         self._forks.pop(fork.key, None)
-        if call.state == "ringing" and all(f.done for f in call.forks.values()):
-            best = best_failure([f.status or 500 for f in call.forks.values()])
-            disposition = {486: "busy", 600: "busy", 603: "rejected"}.get(best, "failed")
-            if best in (408, 480, 487):
-                disposition = "no_answer"
-            self._fail_a(call, best, f"callee answered {best} {resp.reason}", disposition)
+        self._step_failed(call, fork)
 
     def _on_fork_answer(self, call: Call, fork: Fork, resp: Response) -> None:
         app = self.app
@@ -315,6 +370,8 @@ class CallController(InDialog):
         else:
             self._send_ack(dialog, ack, fork.peer)
         call.state = "answered"
+        if fork.user is not None:
+            call.callee = fork.user  # the member of a ring group who answered
         call.b_dialog = dialog
         call.b_peer = fork.peer
         self._dialogs[(dialog.call_id, dialog.local_tag)] = (call, "b")
@@ -419,14 +476,6 @@ class CallController(InDialog):
         cancel = Request("CANCEL", inv.raw_uri, h)
         self.app.layer.send_request(cancel, fork.peer, self.app.now())
 
-    def _ring_timeout(self, call: Call) -> None:
-        call.ring_timer = None
-        if call.state != "ringing":
-            return
-        self._cancel_forks(call, completed_elsewhere=False)
-        self._fail_a(call, 480, "no answer", "no_answer", reason="No Answer")
-        self.app.flush()
-
     def _fail_a(
         self, call: Call, code: int, cause: str, disposition: str, reason: str | None = None
     ) -> None:
@@ -479,8 +528,7 @@ class CallController(InDialog):
         fork.done = True
         fork.status = 408
         self._forks.pop(fork.key, None)
-        if call.state == "ringing" and all(f.done for f in call.forks.values()):
-            self._fail_a(call, 480, "callee did not respond", "no_answer")
+        self._step_failed(call, fork)
 
     def check_media(self, now: float, timeout: float) -> None:
         """Hang up answered calls whose RTP stopped both ways for ``timeout`` seconds (a phone

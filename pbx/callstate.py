@@ -43,6 +43,19 @@ class Fork:
     done: bool = False
     cancel_pending: bool = False
     status: int | None = None
+    step: int = 0
+    """The ring step (see :class:`RingStep`) this phone rings in."""
+    user: User | None = None
+    """Whose phone it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class RingStep:
+    """Phones that ring together, for at most ``seconds``; a call rings its steps in turn
+    (one step for a call to a user; one per member for a sequential ring group)."""
+
+    users: tuple[User, ...]
+    seconds: float
 
 
 @dataclass(slots=True)
@@ -76,6 +89,13 @@ class Call:
     b_dialog: Dialog | None = None
     b_peer: Peer | None = None
     ring_timer: asyncio.TimerHandle | None = None
+    plan: list[RingStep] = field(default_factory=list)
+    step: int = -1
+    """The index in ``plan`` ringing now."""
+    timed_out: bool = False
+    """Some step ran out of time (nobody answered, as opposed to everybody refusing)."""
+    b_offer: bytes = b""
+    """The SDP offer every B-leg INVITE carries (empty for a delayed offer)."""
     sdp_version: dict[Side, int] = field(default_factory=lambda: {"a": 0, "b": 0})
     sdp_ids: dict[Side, int] = field(default_factory=lambda: {"a": 0, "b": 1})
     """The o= session id of the SDP the PBX sends on each side (RFC 3264 8: it stays the same
