@@ -18,7 +18,10 @@ from .actions import Action, Hangup, Play, RouteTo, StartTimer, StopPlaying
 from .errors import IvrConfigError, IvrError, IvrStateError
 from .model import (
     DIRECT_DIAL_KIND,
+    DTMF_KEYS,
     MAX_DEPTH,
+    MAX_RETRIES_LIMIT,
+    MAX_TIMEOUT,
     MENU_KEYS,
     Menu,
     MenuProblem,
@@ -33,7 +36,10 @@ from .session import IvrSession, SessionState
 
 __all__ = [
     "DIRECT_DIAL_KIND",
+    "DTMF_KEYS",
     "MAX_DEPTH",
+    "MAX_RETRIES_LIMIT",
+    "MAX_TIMEOUT",
     "MENU_KEYS",
     "Action",
     "Channel",

@@ -9,6 +9,10 @@ The constructors accept anything of the right type and never raise for a bad *va
 shape the configuration uses (``main.options.3.menu.timeout``), so the configuration loader can
 point at the file and line. :class:`~ivr.session.IvrSession` refuses a tree with problems
 (:class:`IvrConfigError`), so a running menu never meets one.
+
+Every menu carries all of its settings: a submenu inherits nothing from its parent, so whoever
+builds the tree from a configuration copies the settings it wants shared (timeouts, keys, the
+goodbye and unavailable prompts) into each level.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ __all__ = [
     "DIRECT_DIAL_KIND",
     "DTMF_KEYS",
     "MAX_DEPTH",
+    "MAX_RETRIES_LIMIT",
+    "MAX_TIMEOUT",
     "MENU_KEYS",
     "IvrConfigError",
     "Menu",
@@ -51,11 +57,11 @@ MAX_DEPTH = 5
 MAX_RETRIES_LIMIT = 20
 """Largest ``max_retries``: more replays than this keep a silent line open for many minutes."""
 
-_Report = Callable[[str, str], None]
-"""``problem(field, message)``: how the checks below report."""
-
 MAX_TIMEOUT = 300.0
 """Longest ``timeout`` / ``inter_digit_timeout`` in seconds."""
+
+_Report = Callable[[str, str], None]
+"""``problem(field, message)``: how the checks below report."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +170,11 @@ class Menu:
 
 def key_order(keys: Mapping[str, object] | str) -> list[str]:
     """``keys`` sorted in keypad order (:data:`MENU_KEYS`); unknown keys last."""
-    return sorted(keys, key=lambda k: (MENU_KEYS.find(k) % (len(MENU_KEYS) + 1), k))
+    def place(key: object) -> tuple[int, str]:
+        found = MENU_KEYS.find(key) if isinstance(key, str) and len(key) == 1 else -1
+        return (found if found >= 0 else len(MENU_KEYS), str(key))
+
+    return sorted(keys, key=place)
 
 
 @dataclass(frozen=True, slots=True)
