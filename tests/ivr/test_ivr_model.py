@@ -174,3 +174,11 @@ def test_check_menu_raises_with_every_problem() -> None:
     assert len(info.value.problems) == 2
     assert "main.timeout" in str(info.value) and "main.options.1" in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_keys_that_are_not_text_are_problems_not_crashes() -> None:
+    options: dict[Any, Option] = {1: Option("Sales", route=SALES), "12": Option("B", route=SALES)}
+    assert problems(Menu("main", options=options)) == [
+        "main.options.1: 1 is not a menu key; keys are 0-9, * and #",
+        "main.options.12: '12' is not a menu key; keys are 0-9, * and #",
+    ]
