@@ -49,6 +49,7 @@ from pbx.config_routing import (
     DialCode,
     DialplanSection,
     IvrMenu,
+    Name,
     Number,
     RingGroup,
     Route,
@@ -541,8 +542,8 @@ class Config(BaseModel):
     dialplan: DialplanSection = DialplanSection()
     trunks: tuple[Trunk, ...] = ()
     numbers: tuple[Number, ...] = ()
-    ring_groups: dict[str, RingGroup] = Field(default_factory=dict)
-    ivr: dict[str, IvrMenu] = Field(default_factory=dict)
+    ring_groups: dict[Name, RingGroup] = Field(default_factory=dict)
+    ivr: dict[Name, IvrMenu] = Field(default_factory=dict)
 
     _by_extension: dict[str, User] = PrivateAttr(default_factory=dict)
     _by_id: dict[str, User] = PrivateAttr(default_factory=dict)

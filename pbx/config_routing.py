@@ -12,6 +12,7 @@ Numbers are stored in E.164 (``+81312345678``): the admin may write them as dial
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import string
@@ -53,7 +54,25 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
-DialCode = Annotated[str, Field(pattern=r"^[0-9*#]{1,16}$")]
+def _dial_code(value: str) -> str:
+    if not re.fullmatch(r"[0-9*#]{1,16}", value):
+        raise ValueError(f"invalid code {value!r}: use 1 to 16 of 0-9, * and #")
+    return value
+
+
+def _outside_prefix(value: str) -> str:
+    if not re.fullmatch(r"[0-9]{1,4}", value):
+        raise ValueError(f"invalid outside_prefix {value!r}: use 1 to 4 digits, such as 0 or 9")
+    return value
+
+
+def _trunk_prefix(value: str) -> str:
+    if not re.fullmatch(r"[0-9*#]{0,16}", value):
+        raise ValueError(f"invalid prefix {value!r}: use up to 16 of 0-9, * and #")
+    return value
+
+
+DialCode = Annotated[str, AfterValidator(_dial_code)]
 """What a phone dials: digits, ``*`` and ``#``."""
 
 IVR_KEYS = "0123456789*#"
@@ -201,7 +220,7 @@ class DialplanSection(BaseModel):
     """ISO 3166 alpha-2 country whose national number forms are understood."""
     outbound: tuple[Name, ...] | None = None
     """Trunks for outside calls, first tried first; None: every trunk, in the listed order."""
-    outside_prefix: Annotated[str, Field(pattern=r"^[0-9]{1,4}$")] | None = None
+    outside_prefix: Annotated[str, AfterValidator(_outside_prefix)] | None = None
     """What an extension dials before an outside number (``0`` or ``9``); None: nothing."""
 
     @field_validator("region", mode="before")
@@ -248,7 +267,8 @@ class Trunk(BaseModel):
     inbound_ips: tuple[str, ...] | None = None
     """Addresses (IPs or CIDRs) calls from this trunk come from; None: ``host`` if an IP."""
     number_format: Literal["e164", "national", "international"] = "e164"
-    prefix: Annotated[str, Field(pattern=r"^[0-9*#]{0,16}$")] = ""
+    prefix: Annotated[str, AfterValidator(_trunk_prefix)] = ""
+    """Put in front of every number called through this trunk (a tech prefix)."""
     caller_id: str | None = None
     from_domain: str | None = None
 
@@ -321,7 +341,7 @@ class Number(BaseModel):
 
     number: str
     """E.164, normalised at load from the form the admin wrote."""
-    type: Literal["local", "mobile", "tollfree"]
+    type: Literal["local", "mobile", "tollfree"] = "local"
     """Kind of number; when not written, what the numbering plan says it is."""
     name: str = ""
     route: Route
@@ -333,12 +353,12 @@ class Number(BaseModel):
             data = dict(data)
             data.pop("type", None)
             number = data.get("number")
+            kind = None
             if isinstance(number, str) and _E164.fullmatch(number):
-                try:
+                with contextlib.suppress(phonenumbers.NumberParseException):
                     kind = phonenumbers.number_type(phonenumbers.parse(number, None))
-                except phonenumbers.NumberParseException:
-                    return data
-                data["type"] = _TYPES.get(kind, "local")
+            # A number that is not valid is reported as such; its type is moot then.
+            data["type"] = _TYPES.get(kind, "local") if kind is not None else "local"
         return data
 
     @field_validator("number", mode="before")
@@ -367,7 +387,7 @@ class RingGroup(BaseModel):
 
     model_config = _FROZEN
 
-    members: tuple[str, ...] = Field(min_length=1)
+    members: tuple[str, ...]
     strategy: Literal["simultaneous", "sequential"] = "simultaneous"
     ring_seconds: int = Field(default=20, ge=1, le=600)
     """How long each step rings: everyone (simultaneous) or one member (sequential)."""
@@ -379,6 +399,8 @@ class RingGroup(BaseModel):
     @field_validator("members")
     @classmethod
     def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one member (a user id)")
         seen: set[str] = set()
         for member in value:
             if member in seen:
@@ -455,13 +477,6 @@ class IvrMenu(BaseModel):
     unavailable: PromptSource | None = None
     """Played when the chosen target has nobody available; None: ``prompts.unavailable``."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _inherit(cls, data: object) -> object:
-        # Submenus take the keys they do not write from the menu above (a Japanese
-        # option_prompt written once applies to the whole tree).
-        return _push_down(data, 0) if isinstance(data, Mapping) else data
-
     @field_validator("back_key", "repeat_key", mode="before")
     @classmethod
     def _key_text(cls, value: object) -> object:
@@ -473,26 +488,33 @@ class IvrMenu(BaseModel):
             raise ValueError(f'back_key and repeat_key are both "{self.back_key}"')
         if not self.options and not self.direct_dial:
             raise ValueError("a menu needs options (or direct_dial: true)")
-        return self
+        # Submenus take the keys they do not write from the menu above (a Japanese
+        # option_prompt written once applies to the whole tree). Done after validation, so a
+        # bad value is reported once, where it was written.
+        return _inherit(self, {key: getattr(self, key) for key in self.model_fields_set})
+
+
+def _inherit(menu: IvrMenu, values: Mapping[str, Any]) -> IvrMenu:
+    changed: dict[str, IvrOption] = {}
+    for key, option in menu.options.items():
+        sub = option.menu
+        if sub is None:
+            continue
+        update = {
+            name: value
+            for name, value in values.items()
+            if name in _INHERITED and name not in sub.model_fields_set
+        }
+        if update:
+            sub = sub.model_copy(update=update)
+        mine = {name: getattr(sub, name) for name in sub.model_fields_set}
+        changed[key] = option.model_copy(update={"menu": _inherit(sub, mine)})
+    if not changed:
+        return menu
+    return menu.model_copy(update={"options": {**menu.options, **changed}})
 
 
 IvrOption.model_rebuild()
-
-
-def _push_down(menu: Mapping[str, Any], depth: int) -> dict[str, Any]:
-    out = dict(menu)
-    options = out.get("options")
-    if not isinstance(options, Mapping) or depth > MAX_IVR_DEPTH:
-        return out  # too deep is reported by routing_problems; stop copying there
-    inherited = {key: out[key] for key in _INHERITED if key in out}
-    pushed: dict[Any, Any] = {}
-    for key, option in options.items():
-        sub = option.get("menu") if isinstance(option, Mapping) else None
-        if isinstance(sub, Mapping):
-            option = {**option, "menu": _push_down({**inherited, **sub}, depth + 1)}
-        pushed[key] = option
-    out["options"] = pushed
-    return out
 
 
 def normalise_numbers(entries: object, region: str | None) -> object:
@@ -553,10 +575,6 @@ def _menus(
             yield from _menus(sub, (*path, "options", key, "menu"), depth + 1)
 
 
-def _dotted(path: tuple[str | int, ...]) -> str:
-    return ".".join(str(part) for part in path)
-
-
 def routing_problems(data: Mapping[str, Any]) -> list[Problem]:
     """Problems across routing entries, as (key path, message), found on plain data."""
     problems: list[Problem] = []
@@ -573,6 +591,7 @@ def routing_problems(data: Mapping[str, Any]) -> list[Problem]:
         "queue": _names(data.get("queues")),
     }
     plural = {"user": "users", "ring_group": "ring_groups", "ivr": "ivr", "queue": "queues"}
+    label = {"user": "user", "ring_group": "ring group", "ivr": "IVR", "queue": "queue"}
 
     def check_route(route: object, path: tuple[str | int, ...]) -> None:
         if not isinstance(route, Mapping):
@@ -584,8 +603,9 @@ def routing_problems(data: Mapping[str, Any]) -> list[Problem]:
             if kind == "queue" and not isinstance(data.get("queues"), Mapping):
                 problems.append(((*path, kind), f'no queues configured (for queue "{name}")'))
             elif name not in targets[kind]:
-                what = "user" if kind == "user" else kind.replace("_", " ")
-                problems.append(((*path, kind), f'unknown {what} "{name}" (not in {plural[kind]})'))
+                problems.append(
+                    ((*path, kind), f'unknown {label[kind]} "{name}" (not in {plural[kind]})')
+                )
 
     region = _region_of(data)
     seen_numbers: dict[str, int] = {}
@@ -702,11 +722,20 @@ def _overlaps(
         for other, known in seen:
             if other != index and known.version == network.version and known.overlaps(network):
                 problems.append(
-                    (path, f"{network} overlaps {known}, an inbound address of trunks[{other}]")
+                    (
+                        path,
+                        f"{_net(network)} overlaps {_net(known)}, an inbound address of "
+                        f"trunks[{other}]",
+                    )
                 )
                 break
         seen.append((index, network))
     return problems
+
+
+def _net(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    single = network.num_addresses == 1
+    return str(network.network_address) if single else str(network)
 
 
 def _ivr_problems(
@@ -721,8 +750,8 @@ def _ivr_problems(
             problems.append(
                 (
                     path,
-                    f"menu {_dotted(path)} is {depth} levels deep; IVR menus nest at most "
-                    f"{MAX_IVR_DEPTH} levels",
+                    f"this menu is level {depth}; IVR menus nest at most {MAX_IVR_DEPTH} "
+                    "levels deep",
                 )
             )
             continue
