@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -51,6 +52,7 @@ from .callstate import (
 )
 from .indialog import InDialog
 from .localcall import LocalCalls
+from .presence import PresenceState
 from .records import CallAnswered, CallEnded, CallStarted
 from .services import builtin_services
 from .transfer import Transfers
@@ -83,13 +85,16 @@ class CallController(InDialog):
 
     def apply_features(self, features: FeaturesSection) -> None:
         """The feature codes of a (re)loaded config; calls in progress keep their service."""
-        builtin = builtin_services(self._prompts)
-        self.services = {
-            code: builtin[name]
-            for name, code in (("echo_test", features.echo_test),
-                               ("key_test", features.key_test))
-            if code is not None
-        }
+        builtin = builtin_services(self._prompts, self._set_presence)
+        self.services = {}
+        for name, service in builtin.items():
+            code = getattr(features, name, None)
+            if code is not None:
+                self.services[code] = service
+
+    def _set_presence(self, user_id: str, state: PresenceState) -> None:
+        self.app.presence.set(user_id, state, time.time())
+        logger.info("user %s is now %s", user_id, state.value)
 
     def _prompts(self) -> Prompts:
         prompts = self.app.prompts
@@ -121,6 +126,14 @@ class CallController(InDialog):
             return
         if offer is not None and audio_endpoint(offer) is None:
             app.respond(key, req, 488, "No audio stream offered", to_tag=new_tag())
+            return
+        presence = app.presence.get(callee.id)
+        if presence is not PresenceState.AVAILABLE:
+            dnd = presence is PresenceState.DO_NOT_DISTURB
+            self._record_attempt(call_id, req, caller, callee, started, 486 if dnd else 480,
+                                 "busy" if dnd else "unavailable",
+                                 "do not disturb" if dnd else "user offline")
+            app.respond(key, req, 486 if dnd else 480, to_tag=new_tag())
             return
         if not callee.call_waiting and self._on_a_call(callee.id):
             self._record_attempt(call_id, req, caller, callee, started, 486, "busy",
@@ -216,6 +229,8 @@ class CallController(InDialog):
             step = call.plan[call.step]
             sent = 0
             for user in step.users:
+                if not app.presence.available(user.id):
+                    continue
                 if not user.call_waiting and self._on_a_call(user.id, call):
                     continue
                 for binding in app.lookup(user.id):

@@ -325,6 +325,10 @@ class PromptsSection(BaseModel):
     )
     recording_paused: PromptSource = _english("Recording paused.")
     recording_resumed: PromptSource = _english("Recording resumed.")
+    invalid_choice: PromptSource = _english("Sorry, that is not a valid choice.")
+    presence_available: PromptSource = _english("You are now available for calls.")
+    presence_do_not_disturb: PromptSource = _english("Do not disturb is on.")
+    presence_offline: PromptSource = _english("You are now offline.")
     digits: DigitsPrompt = DigitsPrompt(language="en")
 
     def sources(self) -> dict[str, PromptSource]:

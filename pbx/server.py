@@ -30,6 +30,8 @@ from .bindings import BindingWriter, load_bindings
 from .bindings import metadata as bindings_metadata
 from .config import Config, ConfigError, User, merge_reload
 from .db import WriteBehind, open_engine
+from .presence import Presence
+from .presence import metadata as presence_metadata
 from .prompts import Prompts, load_resolved, resolve
 from .recording import Recordings
 from .records import CallEvent
@@ -92,6 +94,7 @@ class Pbx:
         sip = config.sip
         self.engine = open_engine(config.storage.database)
         bindings_metadata.create_all(self.engine)
+        presence_metadata.create_all(self.engine)
         CrmBase.metadata.create_all(self.engine)
         self.db = WriteBehind(self.engine)
         registrar = Registrar(
@@ -123,6 +126,8 @@ class Pbx:
             self.transport.flush, self.transport.local_address, self.media_address,
             bind_host,
         )
+        self.app.presence = Presence(self.db.submit)
+        away = self.app.presence.load(self.engine)
         # `pbx run` resolves the prompts with the config; a Config built in code is resolved
         # here, off the loop. Each held call gets its own looping copy of the music, from
         # whatever the latest reload resolved.
@@ -141,8 +146,9 @@ class Pbx:
                                                                 spec.port))
             self.listening.append((spec.transport, host, port))
             logger.info("listening on %s:%s:%d", spec.transport, host, port)
-        logger.info("media address %s, RTP ports %d-%d; %d registrations restored",
-                    self.media_address, *config.media.rtp_ports, restored)
+        logger.info("media address %s, RTP ports %d-%d; %d registrations restored; %d users "
+                    "on do-not-disturb or offline", self.media_address, *config.media.rtp_ports,
+                    restored, away)
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._tick())
         self._record_flusher = loop.create_task(self._flush_records())

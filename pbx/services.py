@@ -21,6 +21,7 @@ from media.sources import PlaylistSource
 from media.tones import beep
 
 from .localcall import LocalCall, Service
+from .presence import PresenceState
 
 if TYPE_CHECKING:
     from .prompts import Prompts
@@ -57,10 +58,28 @@ def key_test(prompts: Callable[[], Prompts]) -> Service:
     return run
 
 
-def builtin_services(prompts: Callable[[], Prompts]) -> dict[str, tuple[str, Service]]:
+def set_presence(prompts: Callable[[], Prompts],
+                 setter: Callable[[str, PresenceState], None],
+                 state: PresenceState) -> Service:
+    """The caller's presence becomes ``state``; a short announcement confirms it."""
+    async def run(call: LocalCall) -> None:
+        setter(call.caller.id, state)
+        await call.play(prompts().get(f"presence_{state.value}"))
+
+    return run
+
+
+def builtin_services(prompts: Callable[[], Prompts],
+                     presence: Callable[[str, PresenceState], None],
+                     ) -> dict[str, tuple[str, Service]]:
     """``features`` key -> (name for the logs, service) for the services that ship with the
     PBX; the config says which code reaches each."""
     return {
         "echo_test": ("echo test", echo_test(prompts)),
         "key_test": ("key test", key_test(prompts)),
+        "available": ("presence available",
+                      set_presence(prompts, presence, PresenceState.AVAILABLE)),
+        "do_not_disturb": ("presence do not disturb",
+                           set_presence(prompts, presence, PresenceState.DO_NOT_DISTURB)),
+        "offline": ("presence offline", set_presence(prompts, presence, PresenceState.OFFLINE)),
     }

@@ -37,6 +37,7 @@ from sip.via import Via
 from .auth import Authenticator, Challenge
 from .calls import CallController
 from .callstate import ALLOW, max_forwards
+from .presence import Presence
 from .recording import Recordings
 from .records import RecordSink
 from .registration import RegistrationService, source_to_peer
@@ -89,6 +90,8 @@ class SipApp:
         self.prompts: Prompts | None = None
         #: Where answered calls are recorded when ``record_calls`` is on (set by the server).
         self.recordings: Recordings | None = None
+        #: Users' presence (the server replaces it with one backed by the database).
+        self.presence = Presence(lambda _job: None)
         self._loop = asyncio.get_running_loop()
         self.apply_config(config)
 
