@@ -55,8 +55,8 @@ from pbx.config_routing import (
     Route,
     Trunk,
     normalise_numbers,
-    routing_problems,
 )
+from pbx.config_routing_checks import routing_problems
 from pbx.config_yaml import Tree, config_files
 from pbx.durations import parse_duration
 

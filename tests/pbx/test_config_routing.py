@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from pbx.config import Config, ConfigError, load_config
-from pbx.config_routing import IvrMenu, Number, Route, Trunk, e164
+from pbx.config_routing import IvrMenu, Number, Route, Trunk, e164, ivr_prompts
 
 HEAD = """\
 sip:
@@ -522,3 +522,41 @@ def test_programmatic_models() -> None:
                 ],
             }
         )
+
+
+def test_option_text_and_ivr_prompts(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """\
+        ivr:
+          main:
+            welcome: {text: "Welcome."}
+            unavailable: {text: "Everyone is busy."}
+            back_key: "9"
+            repeat_key: "*"
+            options:
+              "1": {label: Sales, route: {user: alice}}
+              "#": {label: Operator, route: {user: bob}}
+              "0": {prompt: {text: "For the operator, press zero."}, route: {user: bob}}
+              "2":
+                label: Billing
+                menu:
+                  option_prompt: "Press {key}: {label}."
+                  welcome: {text: "Billing."}
+                  options: {"1": {label: Invoices, route: {user: alice}}}
+        """,
+    )
+    main = config.ivr["main"]
+    assert main.option_text("1") == "For Sales, press 1."
+    assert main.option_text("#", spoken_key="hash") == "For Operator, press hash."
+    assert main.option_text("0") is None  # it has its own prompt
+    assert main.option_text("7") is None
+    sub = main.options["2"].menu
+    assert sub is not None and sub.option_text("1") == "Press 1: Invoices."
+    found = [(".".join(map(str, path)), source.text) for path, source in ivr_prompts(config.ivr)]
+    assert found == [
+        ("ivr.main.welcome", "Welcome."),
+        ("ivr.main.unavailable", "Everyone is busy."),
+        ("ivr.main.options.0.prompt", "For the operator, press zero."),
+        ("ivr.main.options.2.menu.welcome", "Billing."),
+    ]
