@@ -469,7 +469,7 @@ class User(BaseModel):
 
     id: str
     extension: str
-    password: str
+    password: str = Field(repr=False)
     name: str = ""
     role: Literal["agent", "supervisor", "admin"] = "agent"
     caller_id: str | None = None

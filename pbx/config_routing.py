@@ -262,7 +262,7 @@ class Trunk(BaseModel):
     port: int = Field(default=5060, ge=1, le=65535)
     transport: Literal["udp", "tcp"] = "udp"
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(default=None, repr=False)
     registration: bool = Field(default=False, alias="register")
     """``register:`` in YAML: register with the provider (RFC 3261 10) so it sends the DIDs'
     calls here. (A field called ``register`` would shadow ``BaseModel.register``.)"""

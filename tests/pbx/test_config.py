@@ -586,3 +586,18 @@ users:
     assert any(p.startswith("pbx.yaml:5:") and "features.echo_test" in p
                and "users[0]" in p for p in found), found
     assert any(p.startswith("pbx.yaml:6:") and "features.key_test" in p for p in found), found
+
+
+def test_example_routing_block_loads_when_uncommented(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    start = text.index("# dialplan:")
+    block = "\n".join(
+        line[2:] if line.startswith("# ") else line for line in text[start:].splitlines()
+    )
+    config = load_config(write(tmp_path, "pbx.yaml", text[:start] + block + "\n"))
+    assert config.dialplan.region == "JP"
+    assert [n.number for n in config.numbers] == ["+81312345678", "+81120123456"]
+    assert config.trunks[0].registration
+    assert sorted(config.ring_groups) == ["sales"]
+    billing = config.ivr["main"].options["2"].menu
+    assert billing is not None and billing.max_retries == 2  # taken from the menu above

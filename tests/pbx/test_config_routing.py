@@ -560,3 +560,13 @@ def test_option_text_and_ivr_prompts(tmp_path: Path) -> None:
         ("ivr.main.options.0.prompt", "For the operator, press zero."),
         ("ivr.main.options.2.menu.welcome", "Billing."),
     ]
+
+
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text("utf-8")
+    routing = docs[docs.index("## Routing") :]
+    example = routing[routing.index("### Example") :]
+    block = example.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load(tmp_path, '  - {id: carol, extension: "103", password: c}\n' + block)
+    assert [t.name for t in config.outbound_trunks()] == ["carrier", "backup"]
+    assert config.ring_groups["sales"].fallback == Route(user="carol")
