@@ -171,7 +171,9 @@ def route_dialled(
     ``from_trunk``: the call came in from a trunk; only our DIDs are reachable then.
     ``caller``: the authenticated user placing the call, or None; outside numbers need one.
     """
-    text = dialled.strip()
+    # A telephone-subscriber user part may carry parameters (RFC 3261 19.1.6): `;isub=`,
+    # `;phone-context=`; they do not change who is called here.
+    text = dialled.partition(";")[0].strip()
     region = config.dialplan.region
     if from_trunk:
         number = config.number(normalise(text, region) or "")

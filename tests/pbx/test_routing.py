@@ -142,6 +142,7 @@ def test_extensions_reach_users_services_and_dids(japan: Config) -> None:
     assert dial("+81312345678") == ToIvr("main")
     assert dial("0120123456") == ToRingGroup("sales", japan.ring_groups["sales"])
     assert dial("09012345678") == ToUser(japan.users[2])
+    assert dial("102;phone-context=pbx.test") == ToUser(japan.users[1])
     assert dial("999") == NOT_FOUND
     assert dial("*99") == NOT_FOUND
 
