@@ -34,6 +34,7 @@ import random
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -79,14 +80,24 @@ def _pin(core: int, fifo: bool) -> None:
         # still leaves the rest of the machine 50 ms a second.
         with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
-    try:
+    with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, -20)
-        # With autogroups (kernel.sched_autogroup_enabled) nice only ranks processes within
-        # one session; the session's own weight is set here.
-        with open("/proc/self/autogroup", "w") as f:
-            f.write("-20")
-    except OSError:
-        pass
+    # With autogroups (kernel.sched_autogroup_enabled) nice only ranks processes within one
+    # session; the session's own weight is set here (and put back by main() at the end).
+    _set_autogroup_nice(-20)
+
+
+def _autogroup_nice() -> int | None:
+    try:
+        with open("/proc/self/autogroup") as f:
+            return int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _set_autogroup_nice(nice: int) -> None:
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as f:
+        f.write(str(nice))
 
 
 def _recv(conn: multiprocessing.connection.Connection, timeout: float) -> Any:
@@ -293,8 +304,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="*", default=[500, 1000, 1500, 1800])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--record", type=Path, default=None,
-                        help="record every call (stereo WAV) under this directory, emptied "
-                        "after each step")
+                        help="record every call (stereo WAV) in a new directory under DIR, "
+                        "removed after each step")
     parser.add_argument("--groups", type=int, default=20,
                         help="phase groups the calls are spread over in the 20 ms period")
     parser.add_argument("--warmup", type=float, default=1.0,
@@ -308,6 +319,15 @@ def main() -> None:
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs two cores (engine on core 0, generator on core 1)")
+    session_nice = _autogroup_nice()
+    try:
+        _run(args)
+    finally:
+        if session_nice is not None:
+            _set_autogroup_nice(session_nice)
+
+
+def _run(args: argparse.Namespace) -> None:
     _pin(ENGINE_CORE, args.fifo)
     # The collector settings of the PBX (pbx/server.py, after start-up): with the defaults a
     # young collection runs every 700 allocations, and each datagram allocates its address
@@ -331,11 +351,13 @@ def main() -> None:
           "(loop) | generator CPU, late p99 ms | others |")
     print("|---|---|---|---|---|---|---|")
     for calls in args.calls:
+        step_dir: Path | None = None
         if args.record is not None:
-            shutil.rmtree(args.record, ignore_errors=True)
-            args.record.mkdir(parents=True)
+            # A fresh directory per step inside DIR; only it is removed afterwards.
+            args.record.mkdir(parents=True, exist_ok=True)
+            step_dir = Path(tempfile.mkdtemp(prefix=f"calls{calls}-", dir=args.record))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            step = runner.run(relay_step(calls, args.seconds, args.record, args.groups,
+            step = runner.run(relay_step(calls, args.seconds, step_dir, args.groups,
                                          args.warmup, args.bare, args.fifo))
         res: LoadResult = step["result"]
         print(f"| {calls} | {res.sent:,} | {res.loss:.3%} ({res.lost_flows} flows) | "
@@ -343,8 +365,8 @@ def main() -> None:
               f"{step['cpu']:.0%} ({step['loop_cpu']:.0%}) | "
               f"{res.gen_cpu:.0%}, {res.gen_late_p99_ms:.2f} | {step['others']:.0%} |",
               flush=True)
-        if args.record is not None:
-            shutil.rmtree(args.record, ignore_errors=True)
+        if step_dir is not None:
+            shutil.rmtree(step_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
