@@ -51,20 +51,34 @@ from .callstate import (
     utcnow,
 )
 from .indialog import InDialog
-from .localcall import LocalCalls
+from .localcall import LocalCall, LocalCalls
 from .presence import PresenceState
 from .records import CallAnswered, CallEnded, CallStarted
+from .routing import (
+    AVAILABLE,
+    Refuse,
+    Target,
+    ToRingGroup,
+    ToService,
+    ToUser,
+    ring_plan,
+    route_dialled,
+    route_target,
+)
 from .services import builtin_services
 from .transfer import Transfers
 
 if TYPE_CHECKING:
 
-    from .config import FeaturesSection, User
+    from .config import User
     from .localcall import Service
     from .prompts import Prompts
     from .sipapp import SipApp
 
 logger = logging.getLogger(__name__)
+
+#: Ring group fallbacks followed by one call at most.
+_MAX_HOPS = 5
 
 class CallController(InDialog):
     def __init__(self, app: SipApp) -> None:
@@ -81,20 +95,10 @@ class CallController(InDialog):
         self._departed: set[tuple[str, str]] = set()
         self.transfers = Transfers(self)
         self.local = LocalCalls(self)
-        self.services: dict[str, tuple[str, Service]] = {}
-
-    def apply_features(self, features: FeaturesSection) -> None:
-        """The feature codes of a (re)loaded config; calls in progress keep their service."""
-        builtin = builtin_services(self._prompts, self._set_presence)
-        self.services = {}
-        for name, service in builtin.items():
-            code = getattr(features, name, None)
-            if code is not None:
-                self.services[code] = service
-
-    def _set_presence(self, user_id: str, state: PresenceState) -> None:
-        self.app.presence.set(user_id, state, time.time())
-        logger.info("user %s is now %s", user_id, state.value)
+        #: The PBX's own services by ``features:`` key; the config says which code reaches
+        #: each (:func:`pbx.routing.route_dialled`).
+        self.services: dict[str, tuple[str, Service]] = builtin_services(
+            self._prompts, self._set_presence)
 
     def _prompts(self) -> Prompts:
         prompts = self.app.prompts
@@ -102,31 +106,46 @@ class CallController(InDialog):
             raise RuntimeError("prompts are not loaded")
         return prompts
 
+    def _set_presence(self, user_id: str, state: PresenceState) -> None:
+        self.app.presence.set(user_id, state, time.time())
+        logger.info("user %s is now %s", user_id, state.value)
+
     # -- new calls ---------------------------------------------------------------------------
     def on_invite(self, req: Request, peer: Peer, key: str, caller: User) -> None:
         app = self.app
-        target = req.uri.user or ""
-        service = self.services.get(target)
-        if service is not None:
-            self.local.on_invite(req, peer, key, caller, service[1], service[0])
+        dialled = req.uri.user or ""
+        target = route_dialled(app.config, dialled, from_trunk=False, caller=caller)
+        if isinstance(target, ToService):
+            service = self.services.get(target.feature)
+            if service is not None:
+                self.local.on_invite(req, peer, key, caller, service[1], service[0])
+                return
+            target = Refuse(404, "not_found", "not_found")
+        if isinstance(target, ToUser | ToRingGroup):
+            # SipApp has already refused bodies other than SDP (415) before authenticating.
+            try:
+                offer = SessionDescription.parse(req.body) if req.body else None
+            except SdpError as e:
+                app.respond(key, req, 400, f"Bad SDP: {e}"[:80], to_tag=new_tag())
+                return
+            if offer is not None and audio_endpoint(offer) is None:
+                app.respond(key, req, 488, "No audio stream offered", to_tag=new_tag())
+                return
+            if isinstance(target, ToUser):
+                self._call_user(req, peer, key, caller, target.user, offer)
+            else:
+                self._call_group(req, peer, key, caller, target, offer)
             return
-        callee = app.find_user(target)
+        code, cause = _refusal(target)
+        self._record_attempt(str(uuid.uuid4()), req, caller, None, utcnow(), code, "failed",
+                             cause)
+        app.respond(key, req, code, to_tag=new_tag())
+
+    def _call_user(self, req: Request, peer: Peer, key: str, caller: User, callee: User,
+                   offer: SessionDescription | None) -> None:
+        app = self.app
         call_id = str(uuid.uuid4())
         started = utcnow()
-        if callee is None:
-            self._record_attempt(call_id, req, caller, None, started, 404, "failed",
-                                 "number not found")
-            app.respond(key, req, 404, to_tag=new_tag())
-            return
-        # SipApp has already refused bodies other than SDP (415) before authenticating.
-        try:
-            offer = SessionDescription.parse(req.body) if req.body else None
-        except SdpError as e:
-            app.respond(key, req, 400, f"Bad SDP: {e}"[:80], to_tag=new_tag())
-            return
-        if offer is not None and audio_endpoint(offer) is None:
-            app.respond(key, req, 488, "No audio stream offered", to_tag=new_tag())
-            return
         presence = app.presence.get(callee.id)
         if presence is not PresenceState.AVAILABLE:
             dnd = presence is PresenceState.DO_NOT_DISTURB
@@ -151,29 +170,76 @@ class CallController(InDialog):
             a_tag=new_tag(), a_offer=offer, started=started,
             plan=[RingStep((callee,), app.ring_timeout)],
         )
+        self._begin(call, req, key, to_number=callee.extension, callee_user=callee.id)
+
+    def _call_group(self, req: Request, peer: Peer, key: str, caller: User,
+                    target: ToRingGroup, offer: SessionDescription | None) -> None:
+        """A ring group: its members ring step by step (see :meth:`_next_step`); when nobody
+        answers, the group's fallback route, else the unavailable prompt."""
+        plan = self._group_plan(target)
+        first = plan[0].users[0] if plan else caller
+        call = Call(
+            id=str(uuid.uuid4()), caller=caller, callee=first, a_invite=req, a_key=key,
+            a_peer=peer, a_tag=new_tag(), a_offer=offer, started=utcnow(), plan=plan,
+            group=target.name, fallback=target.group.fallback,
+        )
+        self._begin(call, req, key, to_number=req.uri.user or target.name, callee_user=None)
+
+    def _group_plan(self, target: ToRingGroup) -> list[RingStep]:
+        app = self.app
+        states: dict[str, str] = {}
+        for member in target.group.members:
+            user = app.config.user_by_id(member)
+            if user is None:
+                continue
+            presence = app.presence.get(member)
+            if presence is not PresenceState.AVAILABLE:
+                states[member] = presence.value
+            elif not app.lookup(member):
+                states[member] = "unregistered"
+            elif not user.call_waiting and self._on_a_call(member):
+                states[member] = "on_call"
+            else:
+                states[member] = AVAILABLE
+        steps = ring_plan(target.group, states, app.config.user_index())
+        seconds = float(target.group.ring_seconds)
+        return [RingStep(tuple(users), seconds) for users in steps]
+
+    def _begin(self, call: Call, req: Request, key: str, *, to_number: str,
+               callee_user: str | None) -> None:
+        app = self.app
         base = int(uuid.uuid4().int % 10**9)
         call.sdp_ids = {"a": base, "b": base + 1}
         call.max_forwards = max_forwards(req) - 1
         self.calls[call.id] = call
         self._by_server_key[key] = call
         self._by_a_call_id[req.call_id] = call
+        caller = call.caller
         app.records.emit(
             CallStarted(
                 call_id=call.id, sip_call_id=req.call_id, direction="internal",
                 from_number=caller.extension, from_name=caller.name or caller.id,
-                to_number=callee.extension, caller_user=caller.id, callee_user=callee.id,
-                started_at=started,
+                to_number=to_number, caller_user=caller.id, callee_user=callee_user,
+                started_at=call.started,
             )
         )
         app.respond(key, req, 100)
         asyncio.get_running_loop().create_task(self._start(call))
 
     def _on_a_call(self, user_id: str, ignore: Call | None = None) -> bool:
-        """Whether ``user_id`` is in a call (ringing or answered) other than ``ignore``."""
-        return any(
-            c is not ignore and c.state != "ended" and user_id in (c.caller.id, c.callee.id)
-            for c in self.calls.values()
-        )
+        """Whether ``user_id`` is in a call other than ``ignore``: its caller, its answered
+        callee, or one of the phones ringing for it now."""
+        for c in self.calls.values():
+            if c is ignore or c.state == "ended":
+                continue
+            if c.caller.id == user_id:
+                return True
+            if c.state == "answered" or c.group is None:
+                if c.callee.id == user_id:
+                    return True
+            elif 0 <= c.step < len(c.plan) and any(u.id == user_id for u in c.plan[c.step].users):
+                return True
+        return False
 
     def _record_attempt(
         self, call_id: str, req: Request, caller: User, callee: User | None,
@@ -264,6 +330,8 @@ class CallController(InDialog):
 
     def _unanswered(self, call: Call) -> None:
         """Every step has rung (or had nobody to ring) without an answer."""
+        if call.group is not None and self._group_fallback(call):
+            return
         if call.timed_out:
             self._fail_a(call, 480, "no answer", "no_answer", reason="No Answer")
             return
@@ -276,6 +344,39 @@ class CallController(InDialog):
         if best in (408, 480, 487):
             disposition = "no_answer"
         self._fail_a(call, best, f"callee answered {best}", disposition)
+
+    def _group_fallback(self, call: Call) -> bool:
+        """Nobody in a ring group answered: follow its fallback route (ringing on in the same
+        call), or answer and play the unavailable prompt. False to fail the call as usual."""
+        app = self.app
+        route, call.fallback = call.fallback, None
+        call.hops += 1
+        target = route_target(app.config, route) if route is not None else None
+        if isinstance(target, ToUser) and call.hops <= _MAX_HOPS:
+            call.plan = [RingStep((target.user,), app.ring_timeout)]
+            call.step, call.group = -1, None
+            self._next_step(call)
+            return True
+        if isinstance(target, ToRingGroup) and call.hops <= _MAX_HOPS:
+            call.plan, call.step = self._group_plan(target), -1
+            call.group, call.fallback = target.name, target.group.fallback
+            self._next_step(call)
+            return True
+        if call.a_offer is None:
+            return False  # a delayed offer: the PBX cannot answer with media of its own
+        prompts = self._prompts
+
+        async def unavailable(local: LocalCall) -> None:
+            await local.play(prompts().get("unavailable"))
+
+        self._hand_to_local(call, unavailable, "unavailable")
+        return True
+
+    def _hand_to_local(self, call: Call, service: Service, name: str) -> None:
+        """The PBX answers the still-ringing caller itself and runs ``service``; the call's
+        record goes on under the same id."""
+        self.local.take_over(call, service, name)
+        self._end(call, "answered", name, "system", None, record=False)
 
     def _send_fork(self, call: Call, binding: Binding, callee: User) -> None:
         app = self.app
@@ -575,7 +676,8 @@ class CallController(InDialog):
             self._fail_a(call, 503, cause, "failed")
 
     def _end(
-        self, call: Call, disposition: str, cause: str, by: str | None, code: int | None
+        self, call: Call, disposition: str, cause: str, by: str | None, code: int | None,
+        *, record: bool = True,
     ) -> None:
         if call.state == "ended":
             return
@@ -605,7 +707,15 @@ class CallController(InDialog):
             ring = (call.answered_at - call.started).total_seconds()
         else:
             duration, ring = 0.0, (ended - call.started).total_seconds()
-        self.app.records.emit(CallEnded(
-            call.id, ended, disposition, cause, by, code, max(0.0, duration), ring,
-            recording[0] if recording else None, recording[1] if recording else None,
-        ))
+        if record:
+            self.app.records.emit(CallEnded(
+                call.id, ended, disposition, cause, by, code, max(0.0, duration), ring,
+                recording[0] if recording else None, recording[1] if recording else None,
+            ))
+
+
+def _refusal(target: Target) -> tuple[int, str]:
+    """The SIP status and record cause for a call the PBX cannot route."""
+    if isinstance(target, Refuse):
+        return target.status, target.reason.replace("_", " ")
+    return 480, f"{type(target).__name__} is not reachable yet"

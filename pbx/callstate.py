@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from media.udp import RelayHandle
 
     from .config import User
+    from .config_routing import Route
     from .transfer import Transfer
 
 Side = Literal["a", "b"]
@@ -94,6 +95,12 @@ class Call:
     """The index in ``plan`` ringing now."""
     timed_out: bool = False
     """Some step ran out of time (nobody answered, as opposed to everybody refusing)."""
+    group: str | None = None
+    """The ring group called (None for a call to a user)."""
+    fallback: Route | None = None
+    """Where an unanswered ring group call goes (None: the unavailable prompt)."""
+    hops: int = 0
+    """Fallback routes followed so far (bounded, so two groups cannot bounce a call)."""
     b_offer: bytes = b""
     """The SDP offer every B-leg INVITE carries (empty for a delayed offer)."""
     sdp_version: dict[Side, int] = field(default_factory=lambda: {"a": 0, "b": 0})

@@ -42,6 +42,7 @@ from .records import CallAnswered, CallEnded, CallStarted
 
 if TYPE_CHECKING:
     from .calls import CallController
+    from .callstate import Call
     from .config import User
 
 logger = logging.getLogger(__name__)
@@ -212,6 +213,20 @@ class LocalCalls:
         ))
         app.respond(key, req, 100)
         asyncio.get_running_loop().create_task(self._answer(call, offer, service, name))
+
+    def take_over(self, ringing: Call, service: Service, name: str) -> None:
+        """Answer a caller who has been hearing ringback (a ring group nobody picked up) and
+        run ``service`` for them; the call keeps its id, so its record goes on."""
+        assert ringing.a_offer is not None
+        call = LocalCall(
+            id=ringing.id, caller=ringing.caller, number=ringing.a_invite.uri.user or "",
+            invite=ringing.a_invite, txn_key=ringing.a_key, peer=ringing.a_peer,
+            tag=ringing.a_tag, started=ringing.started, sdp_id=int(uuid.uuid4().int % 10**9),
+        )
+        self.active[call.id] = call
+        self._by_key[call.txn_key] = call
+        asyncio.get_running_loop().create_task(
+            self._answer(call, ringing.a_offer, service, name))
 
     async def _answer(self, call: LocalCall, offer: SessionDescription, service: Service,
                       name: str) -> None:

@@ -105,7 +105,6 @@ class SipApp:
         self.ring_timeout = float(sip.ring_timeout)
         self.t1 = float(sip.t1)
         self.record_calls = config.recording.enabled
-        self.calls.apply_features(config.features)
 
     # -- helpers used by the services --------------------------------------------------------
     def now(self) -> float:
