@@ -154,6 +154,7 @@ async def test_sequential_group_skips_offline_and_busy_and_moves_on(pbx: PbxProc
     assert d_cancel.header("Reason") != COMPLETED_ELSEWHERE
     rang_for = (d_cancel.at - d_invite.at).total_seconds()
     assert 1.8 <= rang_for <= 3.0, rang_for
-    assert 0 <= (e_invite.at - d_cancel.at).total_seconds() <= 0.5
+    # Erin's INVITE leaves together with dave's CANCEL (two SIPp processes stamp them).
+    assert -0.05 <= (e_invite.at - d_cancel.at).total_seconds() <= 0.5
     rec = _record(pbx, res)
     assert rec["answered_by"] == "erin" and rec["disposition"] == "answered"
