@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from media.playback import PlaybackEngine
 from media.player import FrameSource
@@ -49,6 +49,15 @@ if TYPE_CHECKING:
     from .prompts import Prompts
 
 logger = logging.getLogger(__name__)
+
+
+class ClientOwner(Protocol):
+    """Takes the answers to requests the PBX sent itself (see ``SipApp.own_requests``)."""
+
+    def on_response(self, response: Response, key: str) -> None: ...
+
+    def on_failure(self, key: str) -> None: ...
+
 
 #: Methods the PBX knows but does not serve outside a dialog: 405 (RFC 3261 8.2.1).
 _KNOWN_METHODS = frozenset(
@@ -90,6 +99,10 @@ class SipApp:
         self.prompts: Prompts | None = None
         #: Where answered calls are recorded when ``record_calls`` is on (set by the server).
         self.recordings: Recordings | None = None
+        #: Client transactions of requests the PBX sends on its own behalf (trunk REGISTERs,
+        #: ...) by key, with the object that takes their answers. The owner removes the entry
+        #: after a final response; a timeout or transport failure removes it here.
+        self.own_requests: dict[str, ClientOwner] = {}
         #: Users' presence (the server replaces it with one backed by the database).
         self.presence = Presence(lambda _job: None)
         self._loop = asyncio.get_running_loop()
@@ -193,10 +206,16 @@ class SipApp:
                 return
             self.on_request(ev.request, ev.peer, ev.server_key)
         elif isinstance(ev, ResponseReceived):
+            if ev.client_key in self.own_requests:
+                self.own_requests[ev.client_key].on_response(ev.response, ev.client_key)
+                return
             self.calls.on_response(ev.response, ev.client_key)
         elif isinstance(ev, AckReceived):
             self.calls.on_ack(ev.request)
         elif isinstance(ev, (TransactionTimeout, TransportError)):
+            if ev.key in self.own_requests:
+                self.own_requests.pop(ev.key).on_failure(ev.key)
+                return
             self.calls.on_failure(ev.key)
         elif (
             isinstance(ev, StrayResponse)
