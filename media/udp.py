@@ -19,6 +19,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from media.relay import (
     Address,
@@ -30,6 +31,9 @@ from media.relay import (
     RelayStats,
 )
 from media.transcode import Transcoding, transcode_rtp
+
+if TYPE_CHECKING:
+    from media.shared import SharedPortRelay
 
 __all__ = ["RelayHandle", "RtpRelay"]
 
@@ -264,14 +268,33 @@ class RtpRelay:
 
     ``clock`` is what ``now`` means for :meth:`RelayHandle.last_rx`; by default the running
     loop's ``time()``, the clock ``loop.call_at`` uses for timers.
+
+    ``shared_port=True`` selects the shared-port relay instead (:mod:`media.shared`: every
+    leg of every call on one port pair, forwarded in batches; IPv4 and Linux only, and no
+    latching of phones behind NAT); the handles it opens have the same interface.
     """
 
     def __init__(
-        self, ports: PortAllocator, *, clock: Callable[[], float] | None = None
+        self,
+        ports: PortAllocator,
+        *,
+        clock: Callable[[], float] | None = None,
+        shared_port: bool = False,
     ) -> None:
         self._ports = ports
         self._clock = clock
         self._handles: set[RelayHandle] = set()
+        self._shared: SharedPortRelay | None = None
+        if shared_port:
+            # Imported here: media.shared builds on this module's RelayHandle.
+            from media.shared import SharedPortRelay
+
+            self._shared = SharedPortRelay(ports, clock=clock)
+
+    @property
+    def shared(self) -> SharedPortRelay | None:
+        """The shared-port engine when ``shared_port`` was chosen (its drop counters)."""
+        return self._shared
 
     def _now(self) -> float | None:
         if self._clock is not None:
@@ -289,6 +312,8 @@ class RtpRelay:
     @property
     def sessions(self) -> int:
         """How many relayed calls are open."""
+        if self._shared is not None:
+            return self._shared.sessions
         return len(self._handles)
 
     async def open_session(self, bind_host: str) -> RelayHandle:
@@ -297,6 +322,8 @@ class RtpRelay:
         Ports that cannot be bound (taken by another program) are skipped. Raises
         :class:`~media.relay.NoPortsError` when no pair in the range can be had.
         """
+        if self._shared is not None:
+            return await self._shared.open_session(bind_host)
         try:
             family = (
                 socket.AF_INET6 if ipaddress.ip_address(bind_host).version == 6 else socket.AF_INET
@@ -350,6 +377,8 @@ class RtpRelay:
 
     async def close(self) -> None:
         """Close every open session."""
+        if self._shared is not None:
+            await self._shared.close()
         for handle in list(self._handles):
             await handle.close()
 
