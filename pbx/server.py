@@ -37,6 +37,7 @@ from .recording import Recordings
 from .records import CallEvent
 from .registration import RegistrationService
 from .sipapp import SipApp
+from .trunkreg import TrunkRegistrations
 
 logger = logging.getLogger("pbx")
 
@@ -127,6 +128,7 @@ class Pbx:
             bind_host,
         )
         self.app.presence = Presence(self.db.submit)
+        self.trunk_registrations = TrunkRegistrations(self.app)
         away = self.app.presence.load(self.engine)
         # `pbx run` resolves the prompts with the config; a Config built in code is resolved
         # here, off the loop. Each held call gets its own looping copy of the music, from
@@ -149,6 +151,8 @@ class Pbx:
         logger.info("media address %s, RTP ports %d-%d; %d registrations restored; %d users "
                     "on do-not-disturb or offline", self.media_address, *config.media.rtp_ports,
                     restored, away)
+        # Once listening, so the REGISTERs carry the address the provider should call.
+        self.trunk_registrations.apply(config.trunks)
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._tick())
         self._record_flusher = loop.create_task(self._flush_records())
@@ -229,6 +233,7 @@ class Pbx:
         self.prompts = prompts
         self.app.prompts = prompts
         self.app.apply_config(applied)
+        self.trunk_registrations.apply(applied.trunks)
         logging.getLogger().setLevel(applied.logging.level.upper())
         logger.info("config reloaded: %d users", len(applied.users))
         return True
@@ -238,6 +243,7 @@ class Pbx:
             self.app.calls.hangup(call, "PBX shutting down")
         self.app.calls.local.hangup_all("PBX shutting down")
         self.transport.flush()
+        await self.trunk_registrations.stop()  # unbind at the providers (Expires: 0)
         await asyncio.sleep(0.2)  # let the BYEs leave before the sockets close
         for task in (self._housekeeping, self._record_flusher):
             task.cancel()
