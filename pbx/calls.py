@@ -41,13 +41,16 @@ from .callstate import (
     Call,
     Fork,
     Forwarded,
+    Outsider,
     RingStep,
     Side,
     best_failure,
+    display_name,
     leg_of,
     max_forwards,
     media_summary,
     other_side,
+    user_id,
     utcnow,
 )
 from .indialog import InDialog
@@ -61,6 +64,8 @@ from .routing import (
     ToRingGroup,
     ToService,
     ToUser,
+    match_did,
+    normalise,
     ring_plan,
     route_dialled,
     route_target,
@@ -71,6 +76,7 @@ from .transfer import Transfers
 if TYPE_CHECKING:
 
     from .config import User
+    from .config_routing import Trunk
     from .localcall import Service
     from .prompts import Prompts
     from .sipapp import SipApp
@@ -111,10 +117,30 @@ class CallController(InDialog):
         logger.info("user %s is now %s", user_id, state.value)
 
     # -- new calls ---------------------------------------------------------------------------
-    def on_invite(self, req: Request, peer: Peer, key: str, caller: User) -> None:
+    def on_trunk_invite(self, req: Request, peer: Peer, key: str, trunk: Trunk) -> None:
+        """A call from an IP-authenticated trunk: it may reach our DIDs and nothing else (no
+        toll fraud); the DID comes from the Request-URI, the To or a Diversion header."""
         app = self.app
-        dialled = req.uri.user or ""
-        target = route_dialled(app.config, dialled, from_trunk=False, caller=caller)
+        config = app.config
+        diversions = [_uri_user(v) for v in req.headers.get_all("Diversion")]
+        number = match_did(config, req.uri.user, req.to.uri.user,
+                           [d for d in diversions if d])
+        caller = _outsider(req, trunk, config.dialplan.region)
+        if number is None:
+            self._record_attempt(str(uuid.uuid4()), req, caller, None, utcnow(), 404,
+                                 "failed", "number not found")
+            app.respond(key, req, 404, to_tag=new_tag())
+            return
+        self.on_invite(req, peer, key, caller, target=route_target(config, number.route),
+                       dialled=number.number)
+
+    def on_invite(self, req: Request, peer: Peer, key: str, caller: User | Outsider, *,
+                  target: Target | None = None, dialled: str | None = None) -> None:
+        app = self.app
+        dialled = dialled or req.uri.user or ""
+        if target is None:
+            assert not isinstance(caller, Outsider)
+            target = route_dialled(app.config, dialled, from_trunk=False, caller=caller)
         if isinstance(target, ToService):
             service = self.services.get(target.feature)
             if service is not None:
@@ -132,17 +158,17 @@ class CallController(InDialog):
                 app.respond(key, req, 488, "No audio stream offered", to_tag=new_tag())
                 return
             if isinstance(target, ToUser):
-                self._call_user(req, peer, key, caller, target.user, offer)
+                self._call_user(req, peer, key, caller, target.user, offer, dialled)
             else:
-                self._call_group(req, peer, key, caller, target, offer)
+                self._call_group(req, peer, key, caller, target, offer, dialled)
             return
         code, cause = _refusal(target)
         self._record_attempt(str(uuid.uuid4()), req, caller, None, utcnow(), code, "failed",
                              cause)
         app.respond(key, req, code, to_tag=new_tag())
 
-    def _call_user(self, req: Request, peer: Peer, key: str, caller: User, callee: User,
-                   offer: SessionDescription | None) -> None:
+    def _call_user(self, req: Request, peer: Peer, key: str, caller: User | Outsider,
+                   callee: User, offer: SessionDescription | None, dialled: str) -> None:
         app = self.app
         call_id = str(uuid.uuid4())
         started = utcnow()
@@ -170,10 +196,12 @@ class CallController(InDialog):
             a_tag=new_tag(), a_offer=offer, started=started,
             plan=[RingStep((callee,), app.ring_timeout)],
         )
-        self._begin(call, req, key, to_number=callee.extension, callee_user=callee.id)
+        to_number = callee.extension if dialled == callee.id else dialled
+        self._begin(call, req, key, to_number=to_number, callee_user=callee.id)
 
-    def _call_group(self, req: Request, peer: Peer, key: str, caller: User,
-                    target: ToRingGroup, offer: SessionDescription | None) -> None:
+    def _call_group(self, req: Request, peer: Peer, key: str, caller: User | Outsider,
+                    target: ToRingGroup, offer: SessionDescription | None, dialled: str,
+                    ) -> None:
         """A ring group: its members ring step by step (see :meth:`_next_step`); when nobody
         answers, the group's fallback route, else the unavailable prompt."""
         plan = self._group_plan(target)
@@ -183,7 +211,7 @@ class CallController(InDialog):
             a_peer=peer, a_tag=new_tag(), a_offer=offer, started=utcnow(), plan=plan,
             group=target.name, fallback=target.group.fallback,
         )
-        self._begin(call, req, key, to_number=req.uri.user or target.name, callee_user=None)
+        self._begin(call, req, key, to_number=dialled or target.name, callee_user=None)
 
     def _group_plan(self, target: ToRingGroup) -> list[RingStep]:
         app = self.app
@@ -217,9 +245,9 @@ class CallController(InDialog):
         caller = call.caller
         app.records.emit(
             CallStarted(
-                call_id=call.id, sip_call_id=req.call_id, direction="internal",
-                from_number=caller.extension, from_name=caller.name or caller.id,
-                to_number=to_number, caller_user=caller.id, callee_user=callee_user,
+                call_id=call.id, sip_call_id=req.call_id, direction=_direction(caller),
+                from_number=caller.extension, from_name=display_name(caller),
+                to_number=to_number, caller_user=user_id(caller), callee_user=callee_user,
                 started_at=call.started,
             )
         )
@@ -242,14 +270,14 @@ class CallController(InDialog):
         return False
 
     def _record_attempt(
-        self, call_id: str, req: Request, caller: User, callee: User | None,
+        self, call_id: str, req: Request, caller: User | Outsider, callee: User | None,
         started: datetime, code: int, disposition: str, cause: str,
     ) -> None:
         rec = self.app.records
         rec.emit(CallStarted(
-            call_id=call_id, sip_call_id=req.call_id, direction="internal",
-            from_number=caller.extension, from_name=caller.name or caller.id,
-            to_number=req.uri.user or "", caller_user=caller.id,
+            call_id=call_id, sip_call_id=req.call_id, direction=_direction(caller),
+            from_number=caller.extension, from_name=display_name(caller),
+            to_number=req.uri.user or "", caller_user=user_id(caller),
             callee_user=callee.id if callee else None, started_at=started,
         ))
         ended = utcnow()
@@ -386,9 +414,9 @@ class CallController(InDialog):
         h = Headers()
         h.add("Max-Forwards", str(call.max_forwards))
         from_uri = SipUri("sip", user=caller.extension, host=app.domain)
-        h.add("From", str(Address(from_uri, caller.name or caller.id, {"tag": new_tag()})))
+        h.add("From", str(Address(from_uri, display_name(caller), {"tag": new_tag()})))
         h.add("To", str(Address(SipUri("sip", user=callee.extension, host=app.domain),
-                                callee.name or callee.id)))
+                                display_name(callee))))
         h.add("Call-ID", new_call_id(app.domain))
         h.add("CSeq", "1 INVITE")
         h.add("Contact", str(app.contact(peer)))
@@ -515,7 +543,7 @@ class CallController(InDialog):
         call.answered_mono = app.now()
         if app.record_calls and app.recordings is not None and call.relay is not None:
             app.recordings.start(call.id, call.relay, app.now())
-        app.records.emit(CallAnswered(call.id, call.answered_at, call.callee.id,
+        app.records.emit(CallAnswered(call.id, call.answered_at, user_id(call.callee),
                                       (call.answered_at - call.started).total_seconds()))
 
     def _transcoding(self, call: Call, answer: bytes) -> tuple[str, str] | None:
@@ -719,3 +747,26 @@ def _refusal(target: Target) -> tuple[int, str]:
     if isinstance(target, Refuse):
         return target.status, target.reason.replace("_", " ")
     return 480, f"{type(target).__name__} is not reachable yet"
+
+
+def _direction(caller: User | Outsider) -> str:
+    return "inbound" if isinstance(caller, Outsider) else "internal"
+
+
+def _uri_user(value: str) -> str | None:
+    try:
+        return Address.parse(value).uri.user
+    except ValueError:
+        return None
+
+
+def _outsider(req: Request, trunk: Trunk, region: str) -> Outsider:
+    """Who is calling in: P-Asserted-Identity (RFC 3325) when the trunk sends one, else
+    From; the number in E.164 when the region's rules can read it."""
+    source = req.headers.get("P-Asserted-Identity") or req.headers.get("From") or ""
+    try:
+        address = Address.parse(source)
+    except ValueError:
+        return Outsider("anonymous", "", trunk.name)
+    raw = address.uri.user or "anonymous"
+    return Outsider(normalise(raw, region) or raw, address.display or "", trunk.name)

@@ -28,6 +28,41 @@ SUPPORTED = "replaces"
 FORWARDED_METHODS = frozenset({"INFO", "UPDATE", "MESSAGE", "OPTIONS", "NOTIFY"})
 
 
+@dataclass(frozen=True, slots=True)
+class Outsider:
+    """A caller who is not one of the PBX's users: someone calling in through a trunk."""
+
+    number: str
+    """Their number, in E.164 when it could be read as one."""
+    name: str
+    """The display name their INVITE carried (often empty)."""
+    trunk: str
+    """The trunk the call came in on."""
+    dtmf_mode: str = "auto"
+    call_waiting: bool = True
+
+    @property
+    def id(self) -> str:
+        # Never a user id (those have no ':'), so busy checks and presence never match it.
+        return f"trunk:{self.trunk}:{self.number}"
+
+    @property
+    def extension(self) -> str:
+        return self.number
+
+
+def display_name(party: User | Outsider) -> str:
+    """What a phone should show for ``party``: the name, else the login or the number."""
+    if isinstance(party, Outsider):
+        return party.name or party.number
+    return party.name or party.id
+
+
+def user_id(party: User | Outsider) -> str | None:
+    """The user id of ``party`` for call records, None for an outside caller."""
+    return None if isinstance(party, Outsider) else party.id
+
+
 def utcnow() -> datetime:
     # SQLite drops time zones: records store naive UTC.
     return datetime.now(UTC).replace(tzinfo=None)
@@ -73,8 +108,8 @@ class Forwarded:
 @dataclass(slots=True)
 class Call:
     id: str
-    caller: User
-    callee: User
+    caller: User | Outsider
+    callee: User | Outsider
     a_invite: Request
     a_key: str
     a_peer: Peer
@@ -131,10 +166,11 @@ class Call:
     def peer(self, side: Side) -> Peer | None:
         return self.a_peer if side == "a" else self.b_peer
 
-    def user(self, side: Side) -> User:
+    def user(self, side: Side) -> User | Outsider:
         return self.caller if side == "a" else self.callee
 
-    def set_party(self, side: Side, user: User, dialog: Dialog | None, peer: Peer | None) -> None:
+    def set_party(self, side: Side, user: User | Outsider, dialog: Dialog | None,
+                  peer: Peer | None) -> None:
         """Put another phone on ``side`` (a transfer replaced the party there)."""
         if side == "a":
             self.caller, self.a_dialog, self.a_peer = user, dialog, peer or self.a_peer

@@ -37,7 +37,7 @@ from sip.dialog import Dialog, new_tag
 from sip.message import Request
 from sip.transaction import Peer
 
-from .callstate import ALLOW, SUPPORTED, utcnow
+from .callstate import ALLOW, SUPPORTED, Outsider, display_name, user_id, utcnow
 from .records import CallAnswered, CallEnded, CallStarted
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class LocalCall:
     """One call answered by the PBX itself, as a service sees it."""
 
     id: str
-    caller: User
+    caller: User | Outsider
     number: str
     """What the caller dialled."""
     invite: Request
@@ -185,8 +185,8 @@ class LocalCalls:
         return len(self.active)
 
     # -- a new call --------------------------------------------------------------------------
-    def on_invite(self, req: Request, peer: Peer, key: str, caller: User, service: Service,
-                  name: str) -> None:
+    def on_invite(self, req: Request, peer: Peer, key: str, caller: User | Outsider,
+                  service: Service, name: str) -> None:
         app = self.app
         try:
             offer = SessionDescription.parse(req.body) if req.body else None
@@ -206,9 +206,10 @@ class LocalCalls:
         self.active[call.id] = call
         self._by_key[key] = call
         app.records.emit(CallStarted(
-            call_id=call.id, sip_call_id=req.call_id, direction="internal",
-            from_number=caller.extension, from_name=caller.name or caller.id,
-            to_number=call.number, caller_user=caller.id, callee_user=None,
+            call_id=call.id, sip_call_id=req.call_id,
+            direction="inbound" if isinstance(caller, Outsider) else "internal",
+            from_number=caller.extension, from_name=display_name(caller),
+            to_number=call.number, caller_user=user_id(caller), callee_user=None,
             started_at=call.started,
         ))
         app.respond(key, req, 100)

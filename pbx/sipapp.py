@@ -41,6 +41,7 @@ from .presence import Presence
 from .recording import Recordings
 from .records import RecordSink
 from .registration import RegistrationService, source_to_peer
+from .routing import trunk_for_source
 
 if TYPE_CHECKING:
     from media.udp import RtpRelay
@@ -303,6 +304,14 @@ class SipApp:
             resp = self.make_response(req, 415, to_tag=new_tag())
             resp.headers.add("Accept", "application/sdp")
             self.send_response(key, resp, self.now())
+            return
+        trunk = trunk_for_source(self.config, peer.addr[0])
+        if trunk is not None:
+            # An IP-authenticated trunk: its address is its credential; it reaches DIDs only.
+            if max_forwards(req) == 0:
+                self.respond(key, req, 483)
+                return
+            self.calls.on_trunk_invite(req, peer, key, trunk)
             return
         found = self.auth.check(req, time.time())
         if isinstance(found, Challenge):

@@ -52,8 +52,10 @@ from .callstate import (
     SUPPORTED,
     Call,
     Fork,
+    Outsider,
     Side,
     codec_of,
+    display_name,
     leg_of,
     other_side,
     utcnow,
@@ -77,7 +79,7 @@ class Transfer:
     call: Call
     side: Side
     kind: Kind
-    target: User
+    target: User | Outsider
     refer_dialog: Dialog
     refer_peer: Peer
     forks: dict[str, Fork] = field(default_factory=dict)
@@ -155,7 +157,7 @@ class Transfers:
             self._attended(call, side, req, key, replaces)
 
     def _accept(self, call: Call, side: Side, req: Request, key: str, kind: Kind,
-                target: User) -> Transfer:
+                target: User | Outsider) -> Transfer:
         app = self.app
         dialog, peer = call.dialog(side), call.peer(side)
         assert dialog is not None and peer is not None
@@ -203,9 +205,9 @@ class Transfers:
             h = Headers()
             h.add("Max-Forwards", "70")
             h.add("From", str(Address(SipUri("sip", user=transferee.extension, host=app.domain),
-                                      transferee.name or transferee.id, {"tag": new_tag()})))
+                                      display_name(transferee), {"tag": new_tag()})))
             h.add("To", str(Address(SipUri("sip", user=target.extension, host=app.domain),
-                                    target.name or target.id)))
+                                    display_name(target))))
             h.add("Call-ID", new_call_id(app.domain))
             h.add("CSeq", "1 INVITE")
             h.add("Contact", str(app.contact(peer)))
@@ -335,7 +337,7 @@ class Transfers:
         self._complete(t, dialog, peer, t.target, answer, sdp_id, sdp_version)
 
     # -- completion and failure --------------------------------------------------------------
-    def _complete(self, t: Transfer, dialog: Dialog, peer: Peer, user: User,
+    def _complete(self, t: Transfer, dialog: Dialog, peer: Peer, user: User | Outsider,
                   answer: SessionDescription, sdp_id: int, sdp_version: int) -> None:
         """Side X of the call is now ``dialog`` (the target's phone)."""
         app, calls, call = self.app, self.calls, t.call

@@ -155,6 +155,8 @@ class SippRun:
     timeout: float = 30.0
     """``-timeout`` in seconds (a run reaching it counts as failed)."""
     transport: Literal["udp", "tcp"] = "udp"
+    local_ip: str = LOOPBACK
+    """``-i``: the address SIPp sends from (another loopback address plays a carrier)."""
     local_port: int = 0
     """``-p``; 0 picks a free port."""
     media_port: int = 0
@@ -195,7 +197,7 @@ class SippRun:
             cmd.append(self.target)
         cmd += [
             "-sf", str(scenario_path(self.scenario)),
-            "-i", LOOPBACK,
+            "-i", self.local_ip,
             "-p", str(self.local_port),
             "-mp", str(self.media_port),
             "-t", "t1" if self.transport == "tcp" else "u1",
