@@ -84,13 +84,9 @@ class TrunkApp(Protocol):
 
     @property
     def layer(self) -> _Layer: ...
-
     def now(self) -> float: ...
-
     def flush(self) -> None: ...
-
     def add_via(self, req: Request, peer: Peer) -> None: ...
-
     def contact(self, peer: Peer) -> Address: ...
 
 
@@ -154,9 +150,7 @@ def _bracket(host: str) -> str:
 
 
 def _int_or_none(text: str | None) -> int | None:
-    if text is None:
-        return None
-    text = text.strip()
+    text = (text or "").strip()
     return int(text) if text.isdigit() and len(text) <= 10 else None
 
 
@@ -223,6 +217,7 @@ class TrunkRegistrations:
                                     expires=trunk.expires)
                 self._regs[name] = reg
                 self._start(reg, now)
+        self._regs = {name: self._regs[name] for name in wanted}  # config order for status()
         self._arm()
         self._app.flush()
 
@@ -247,19 +242,16 @@ class TrunkRegistrations:
             self._timer = self._timer_at = None
 
     def status(self) -> list[TrunkStatus]:
-        """The registration of every trunk with ``register: true``, in config order."""
-        return [reg.status() for reg in self._regs.values()]
+        """The registration of every trunk with ``register: true``, in config order, then
+        those being unbound after a removal (state ``unregistered``) until that ends."""
+        return [reg.status() for reg in (*self._regs.values(), *self._leaving)]
 
     # -- answers (the ClientOwner protocol of SipApp.own_requests) -----------------------------
     def on_response(self, response: Response, key: str) -> None:
         """A response to one of our REGISTERs."""
-        if response.status < 200:
+        reg = self._finished(key) if response.status >= 200 else None
+        if reg is None:
             return
-        self._app.own_requests.pop(key, None)
-        reg = self._by_key.pop(key, None)
-        if reg is None or reg.key != key:
-            return
-        reg.key = None
         now = self._app.now()
         status = response.status
         if reg.removing and not reg.unbinding:
@@ -278,11 +270,9 @@ class TrunkRegistrations:
 
     def on_failure(self, key: str) -> None:
         """No answer (RFC 3261 17.1.2.2 Timer F) or the transport failed (RFC 3261 8.1.3.1)."""
-        self._app.own_requests.pop(key, None)
-        reg = self._by_key.pop(key, None)
-        if reg is None or reg.key != key:
+        reg = self._finished(key)
+        if reg is None:
             return
-        reg.key = None
         now = self._app.now()
         if reg.removing and not reg.unbinding:
             self._start(reg, now)
@@ -290,6 +280,15 @@ class TrunkRegistrations:
             self._failed(reg, now, _NO_ANSWER, "no answer")
         self._arm()
         self._app.flush()
+
+    def _finished(self, key: str) -> _Registration | None:
+        """The registration whose REGISTER ``key`` ended; None for one no longer current."""
+        self._app.own_requests.pop(key, None)
+        reg = self._by_key.pop(key, None)
+        if reg is None or reg.key != key:
+            return None
+        reg.key = None
+        return reg
 
     # -- attempts ------------------------------------------------------------------------------
     def _start(self, reg: _Registration, now: float) -> None:
@@ -495,6 +494,7 @@ class TrunkRegistrations:
         reg.resolving = False
         reg.next_at = None
         reg.removing = True
+        reg.state = "unregistered"
         if not bound and reg.key is None:
             self._gone(reg, None, "removed")
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import textwrap
 import time
 from pathlib import Path
@@ -133,3 +134,24 @@ async def test_wrong_password_stops_after_one_challenge_and_backs_off(tmp_path: 
         assert len(_registers(trace)) == 2
     finally:
         await registrar.stop()
+
+
+@pytest.mark.asyncio
+async def test_reload_adds_and_removes_a_trunk(tmp_path: Path) -> None:
+    trace = tmp_path / "registrar.log"
+    registrar = await _registrar(trace, grant=3600)
+    try:
+        with run_pbx(tmp_path / "pbx") as pbx:
+            plain = pbx.config_path.read_text()
+            pbx.config_path.write_text(plain + _trunk_yaml(registrar.local_port, PASSWORD))
+            pbx.signal(signal.SIGHUP)
+            await asyncio.to_thread(pbx.wait_log,
+                                    "trunk carrier: registered, expires in 3600 s", 10)
+            pbx.config_path.write_text(plain)
+            pbx.signal(signal.SIGHUP)
+            await asyncio.to_thread(pbx.wait_log, "trunk carrier: unregistered", 10)
+            result = await registrar.wait(10)
+            assert result.ok, result.describe() + "\n" + pbx.log_text()[-3000:]
+    finally:
+        await registrar.stop()
+    assert [_header(r, "Expires") for r in _registers(trace)] == ["60", "60", "0", "0"]

@@ -337,11 +337,12 @@ def test_removal_unregisters_with_expires_zero() -> None:
     assert bye.headers.get("Expires") == "0" and bye.call_id == call_id
     assert bye.cseq.seq == 3
     assert bye.contacts[0].uri.user == "acct7"
-    assert rig.regs.status() == []
+    assert rig.state() == "unregistered"
     rig.reply(401)
     assert rig.last()[1].headers.get("Expires") == "0"
     assert rig.verify(rig.last()[1]) is AuthResult.OK
     rig.reply(200)
+    assert rig.regs.status() == []
     count = len(rig.sent)
     rig.clock.advance(100_000)
     assert len(rig.sent) == count and not rig.app.own_requests
@@ -466,3 +467,16 @@ async def test_stop_unregisters_and_waits_for_the_answer() -> None:
     rig2.register()
     await asyncio.wait_for(rig2.regs.stop(timeout=0.1), 2.0)
     assert rig2.last()[1].headers.get("Expires") == "0"
+
+
+def test_two_trunks_are_independent_and_listed_in_config_order() -> None:
+    rig = Rig()
+    other = trunk(name="backup", host="203.0.113.40", username="acct7")
+    rig.regs.apply((trunk(), other))
+    assert len(rig.sent) == 2 and rig.sent[0][1].call_id != rig.sent[1][1].call_id
+    rig.reply(403)  # the backup's REGISTER was sent last
+    assert [(s.name, s.state) for s in rig.regs.status()] == [
+        ("carrier", "registering"), ("backup", "failed")]
+    rig.regs.apply((other, trunk()))
+    assert [s.name for s in rig.regs.status()] == ["backup", "carrier"]
+    assert len(rig.sent) == 2, "an unchanged trunk is left alone on reload"
