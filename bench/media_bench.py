@@ -1,13 +1,14 @@
 """The media engine at scale: relayed (and recorded) G.711 calls on one core, loss and jitter.
 
 Usage:
-    python bench/media_bench.py --calls 500 1000 1500 1800 --seconds 10 [--record DIR]
+    python bench/media_bench.py --calls 500 1000 1500 1800 --seconds 10 [--record DIR] [--shared]
     python bench/media_bench.py --playback 25 --seconds 20
 
 The engine is the PBX's own code path, in this process pinned to core 0 under uvloop: for every
 call ``RtpRelay.open_session`` and ``set_remote`` for both legs and, with ``--record``, the PBX's
 :class:`pbx.recording.Recordings` started on the session and ticked once a second as the server
-does (stereo WAV under DIR, one writer thread). The phones are ``media_loadgen.LoadGen`` in a
+does (stereo WAV under DIR, one writer thread). ``--shared`` runs the shared-port relay
+(``RtpRelay(..., shared_port=True)``, :mod:`media.shared`) instead. The phones are ``media_loadgen.LoadGen`` in a
 child process pinned to core 1 (sendmmsg/recvmmsg, calls spread over the 20 ms period).
 
 Printed per step: packets sent, loss (sent vs received after a drain), added delay (transit minus
@@ -170,11 +171,13 @@ async def _open_bare(count: int, gen_port: int) -> tuple[list[tuple[int, int]], 
 
 
 async def relay_step(calls: int, seconds: float, record: Path | None, groups: int,
-                     warmup: float, bare: bool = False, fifo: bool = True) -> dict[str, Any]:
-    """One step: ``calls`` relayed (and recorded) calls for ``seconds``."""
+                     warmup: float, bare: bool = False, fifo: bool = True,
+                     shared: bool = False) -> dict[str, Any]:
+    """One step: ``calls`` relayed (and recorded) calls for ``seconds``; ``shared``: the
+    shared-port relay (every leg on one port, batched) instead of a port pair per leg."""
     loop = asyncio.get_running_loop()
     lo = random.randrange(20000, 30000, 2)
-    relay = RtpRelay(PortAllocator(lo, lo + 4 * calls + 400))
+    relay = RtpRelay(PortAllocator(lo, lo + 4 * calls + 400), shared_port=shared)
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     process = ctx.Process(target=_generator, args=(child, calls, groups, seconds, warmup, fifo),
@@ -214,6 +217,7 @@ async def relay_step(calls: int, seconds: float, record: Path | None, groups: in
                                _thread_cpu() - loop_cpu)
         others = _others(machine, _all_cpu(), ours)
         result = LoadResult(**parent.recv())
+        batches = relay.shared.batches if relay.shared is not None else (0, 0)
         if ticker is not None:
             ticker.cancel()
         if recordings is not None:
@@ -228,7 +232,7 @@ async def relay_step(calls: int, seconds: float, record: Path | None, groups: in
             if end.transport is not None:
                 end.transport.close()
     return {"calls": calls, "result": result, "cpu": cpu / wall, "loop_cpu": loop_cpu / wall,
-            "others": others / wall}
+            "others": others / wall, "batches": batches}
 
 
 def _sink(conn: multiprocessing.connection.Connection, seconds: float) -> None:
@@ -320,6 +324,9 @@ def main() -> None:
                         help="seconds at the start left out of the delay figures")
     parser.add_argument("--no-fifo", dest="fifo", action="store_false",
                         help="run at normal priority instead of SCHED_FIFO (root)")
+    parser.add_argument("--shared", action="store_true",
+                        help="the shared-port relay (RtpRelay(shared_port=True): every leg on "
+                        "one port, recvmmsg/sendmmsg batches) instead of a port pair per leg")
     parser.add_argument("--bare", action="store_true",
                         help="instead of the PBX's relay, a bare uvloop relay (the reference)")
     parser.add_argument("--playback", type=int, default=0,
@@ -353,6 +360,8 @@ def _run(args: argparse.Namespace) -> None:
         return
     what = "bare uvloop relay" if args.bare else (
         "relayed+recorded" if args.record else "relayed")
+    if args.shared and not args.bare:
+        what += " (shared port)"
     print(f"{what}, uvloop, engine on core {ENGINE_CORE}, generator on core {GENERATOR_CORE}, "
           f"{args.seconds:.0f} s per step, {args.groups} phase groups")
     print("| calls | packets sent | loss | added delay p50 / p99 / max ms | engine CPU "
@@ -366,13 +375,16 @@ def _run(args: argparse.Namespace) -> None:
             step_dir = Path(tempfile.mkdtemp(prefix=f"calls{calls}-", dir=args.record))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             step = runner.run(relay_step(calls, args.seconds, step_dir, args.groups,
-                                         args.warmup, args.bare, args.fifo))
+                                         args.warmup, args.bare, args.fifo, args.shared))
         res: LoadResult = step["result"]
         print(f"| {calls} | {res.sent:,} | {res.loss:.3%} ({res.lost_flows} flows) | "
               f"{res.delay_p50_ms:.2f} / {res.delay_p99_ms:.2f} / {res.delay_max_ms:.1f} | "
               f"{step['cpu']:.0%} ({step['loop_cpu']:.0%}) | "
               f"{res.gen_cpu:.0%}, {res.gen_late_p99_ms:.2f} | {step['others']:.0%} |",
               flush=True)
+        if step["batches"][0]:
+            print(f"  (shared port: {step['batches'][0]:,} batches, "
+                  f"{step['batches'][1] / step['batches'][0]:.1f} datagrams each)", flush=True)
         if step_dir is not None:
             shutil.rmtree(step_dir, ignore_errors=True)
 

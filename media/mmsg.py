@@ -98,7 +98,7 @@ class MmsgBuffers:
         smsgs[:, 3] = 1
         self._smsgs = smsgs
         self._smsgs_ptr = _ptr(smsgs)
-        self._slot_base = np.uint64(_ptr(self.data))
+        self._slot_ptrs = iov[:, 0].copy()  # address of each receive slot
 
     def recv(self, fd: int) -> int:
         """Read up to ``size`` datagrams without blocking; 0 when none is waiting.
@@ -127,9 +127,9 @@ class MmsgBuffers:
             return 0, failed
         assert _sendmmsg is not None
         smsgs = self._smsgs
-        smsgs[:count, 0] = np.uint64(_ptr(names)) + dest.astype(np.uint64) * np.uint64(16)
+        smsgs[:count, 0] = dest.astype(np.uint64) * np.uint64(16) + np.uint64(_ptr(names))
         siov = self._siov
-        siov[:count, 0] = self._slot_base + index.astype(np.uint64) * np.uint64(SLOT)
+        siov[:count, 0] = self._slot_ptrs[index]
         siov[:count, 1] = self.lengths[index]
         done = 0
         base = self._smsgs_ptr

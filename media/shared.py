@@ -29,6 +29,7 @@ Linux only (``recvmmsg``/``sendmmsg`` through ctypes, see :mod:`media.mmsg`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import math
@@ -56,6 +57,7 @@ __all__ = ["SharedPortRelay", "SharedRelayHandle"]
 
 _PORT_BUSY = frozenset({errno.EADDRINUSE, errno.EACCES})
 _SO_SNDBUFFORCE, _SO_RCVBUFFORCE = 32, 33  # <asm-generic/socket.h>
+_IP_MTU_DISCOVER, _IP_PMTUDISC_PROBE = 10, 3  # <linux/in.h>
 _SOCKET_BUFFER = 4 << 20
 #: Batches read per readiness callback before the loop gets a turn (timers, the playback tick).
 _BATCHES_PER_WAKEUP = 8
@@ -152,12 +154,14 @@ class _Socket:
         self.table = _Table(capacity)
 
     def on_readable(self) -> None:
-        buf, fd = self.buf, self.fd
+        buf, fd, engine = self.buf, self.fd, self.engine
         for _ in range(_BATCHES_PER_WAKEUP):
             n = buf.recv(fd)
             if n == 0:
                 return
-            self.process(n, self.engine.clock())
+            engine.batches += 1
+            engine.received += n
+            self.process(n, engine.clock())
             if n < buf.size:
                 return
 
@@ -174,15 +178,15 @@ class _Socket:
         pos = np.searchsorted(lookup, key)
         np.minimum(pos, len(lookup) - 1, out=pos)
         hit = lookup[pos] == key
-        truncated = (buf.flags[:n] & MSG_TRUNC) != 0
-        if truncated.any():
-            engine.dropped_oversize += int(np.count_nonzero(hit & truncated))
-            hit &= ~truncated
-        index = np.flatnonzero(hit)
-        if len(index) < n:
-            engine.dropped_unknown += n - len(index) - int(np.count_nonzero(truncated))
+        if len(index := np.flatnonzero(hit)) < n:
+            engine.dropped_unknown += n - len(index)
             if not len(index):
                 return
+        flags = buf.flags[index]
+        if flags.any():  # MSG_TRUNC: longer than a slot, only a part was read
+            whole = (flags & MSG_TRUNC) == 0
+            engine.dropped_oversize += len(index) - int(np.count_nonzero(whole))
+            index = index[whole]
         slots = table.lookup_slots[pos[index]]
         table.last[slots] = now
         if self.rtp and engine.recorded:
@@ -237,6 +241,8 @@ class _Engine:
         self.transcoded = 0  # slots with transcoding
         self.dropped_unknown = 0
         self.dropped_oversize = 0
+        self.batches = 0  # recvmmsg calls that returned datagrams
+        self.received = 0  # datagrams they returned
         self.handles: set[SharedRelayHandle] = set()
 
     def allocate(self) -> int:
@@ -301,16 +307,18 @@ class _Engine:
         lengths = buf.lengths[index]
         width = int(lengths.max())
         blob = buf.data[index, :width].tobytes()
-        rec_lists, sinks = self.rec_lists, self.sinks
-        offset = 0
-        for slot, length in zip(slots.tolist(), lengths.tolist(), strict=True):
-            packet = blob[offset : offset + length]
-            offset += width
+        if int(lengths.min()) == width:  # one size (G.711 at one ptime): nearly always
+            packets = [blob[i : i + width] for i in range(0, len(blob), width)]
+        else:
+            packets = [blob[i * width : i * width + size]
+                       for i, size in enumerate(lengths.tolist())]
+        rec_lists = self.rec_lists
+        for slot, packet in zip(slots.tolist(), packets, strict=True):
             target = rec_lists[slot]
             if target is not None:
                 target.append(packet)
                 continue
-            sink = sinks[slot]
+            sink = self.sinks[slot]
             if sink is not None:
                 rec_lists[slot] = sink.capture(slot & 1, packet, now)
 
@@ -530,6 +538,12 @@ class SharedPortRelay:
         """Packets from a known leg dropped for being longer than a receive slot."""
         return sum(engine.dropped_oversize for engine, _ in self._engines.values())
 
+    @property
+    def batches(self) -> tuple[int, int]:
+        """``(batches, datagrams)`` read so far: the mean batch size is their ratio."""
+        engines = [engine for engine, _ in self._engines.values()]
+        return (sum(e.batches for e in engines), sum(e.received for e in engines))
+
     def shared_port(self, bind_host: str) -> int | None:
         """The RTP port every leg on ``bind_host`` uses, or None before the first call."""
         found = self._engines.get(bind_host)
@@ -612,6 +626,11 @@ def _bind(host: str, port: int) -> socket.socket:
                 sock.setsockopt(socket.SOL_SOCKET, force, _SOCKET_BUFFER)
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, plain, _SOCKET_BUFFER)
+        # DF on every datagram, ignoring path MTU discovery: the kernel then numbers the IP
+        # ID from a per-socket counter instead of hashing per packet (an atomic datagram's ID
+        # carries nothing, RFC 6864 4.1); 3 % of the engine at 1,500 calls.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_PROBE)
         sock.bind((host, port))
     except BaseException:
         sock.close()
