@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import uuid
 from datetime import datetime
@@ -30,6 +31,7 @@ from media.sdp import (
 )
 from media.transcode import Transcoding, g711_formats, offer_both_g711, rename_format
 from sip.dialog import Dialog, new_call_id, new_tag
+from sip.digest import answer_challenge, choose_challenge
 from sip.message import CSeq, Headers, Request, Response
 from sip.registrar import Binding
 from sip.transaction import Peer
@@ -61,11 +63,14 @@ from .routing import (
     AVAILABLE,
     Refuse,
     Target,
+    ToOutside,
     ToRingGroup,
     ToService,
     ToUser,
+    dial_string,
     match_did,
     normalise,
+    outbound_caller_id,
     ring_plan,
     route_dialled,
     route_target,
@@ -147,7 +152,7 @@ class CallController(InDialog):
                 self.local.on_invite(req, peer, key, caller, service[1], service[0])
                 return
             target = Refuse(404, "not_found", "not_found")
-        if isinstance(target, ToUser | ToRingGroup):
+        if isinstance(target, ToUser | ToRingGroup | ToOutside):
             # SipApp has already refused bodies other than SDP (415) before authenticating.
             try:
                 offer = SessionDescription.parse(req.body) if req.body else None
@@ -159,8 +164,10 @@ class CallController(InDialog):
                 return
             if isinstance(target, ToUser):
                 self._call_user(req, peer, key, caller, target.user, offer, dialled)
-            else:
+            elif isinstance(target, ToRingGroup):
                 self._call_group(req, peer, key, caller, target, offer, dialled)
+            elif not isinstance(caller, Outsider):
+                self._call_outside(req, peer, key, caller, target, offer)
             return
         code, cause = _refusal(target)
         self._record_attempt(str(uuid.uuid4()), req, caller, None, utcnow(), code, "failed",
@@ -213,6 +220,24 @@ class CallController(InDialog):
         )
         self._begin(call, req, key, to_number=dialled or target.name, callee_user=None)
 
+    def _call_outside(self, req: Request, peer: Peer, key: str, caller: User,
+                      target: ToOutside, offer: SessionDescription | None) -> None:
+        """An outside number through the outbound trunks, in order: the next one is tried when
+        one fails (timeout, 5xx); an answer about the number itself (busy, not found) ends it."""
+        app = self.app
+        seconds = max(app.ring_timeout, 60.0)
+        call = Call(
+            id=str(uuid.uuid4()), caller=caller,
+            callee=Outsider(target.e164, "", target.trunks[0].name), a_invite=req,
+            a_key=key, a_peer=peer, a_tag=new_tag(), a_offer=offer, started=utcnow(),
+            plan=[RingStep((), seconds, trunk, target.e164) for trunk in target.trunks],
+        )
+        # RFC 3323 4.2 / RFC 3325 9.3: "Privacy: id" hides the caller from the far end.
+        call.privacy = any("id" in [p.strip().lower() for p in v.split(";")]
+                           for v in req.headers.get_all("Privacy"))
+        self._begin(call, req, key, to_number=target.e164, callee_user=None,
+                    direction="outbound")
+
     def _group_plan(self, target: ToRingGroup) -> list[RingStep]:
         app = self.app
         states: dict[str, str] = {}
@@ -234,7 +259,7 @@ class CallController(InDialog):
         return [RingStep(tuple(users), seconds) for users in steps]
 
     def _begin(self, call: Call, req: Request, key: str, *, to_number: str,
-               callee_user: str | None) -> None:
+               callee_user: str | None, direction: str | None = None) -> None:
         app = self.app
         base = int(uuid.uuid4().int % 10**9)
         call.sdp_ids = {"a": base, "b": base + 1}
@@ -245,7 +270,8 @@ class CallController(InDialog):
         caller = call.caller
         app.records.emit(
             CallStarted(
-                call_id=call.id, sip_call_id=req.call_id, direction=_direction(caller),
+                call_id=call.id, sip_call_id=req.call_id,
+                direction=direction or _direction(caller),
                 from_number=caller.extension, from_name=display_name(caller),
                 to_number=to_number, caller_user=user_id(caller), callee_user=callee_user,
                 started_at=call.started,
@@ -286,6 +312,17 @@ class CallController(InDialog):
                            duration=0.0, ring_seconds=(ended - started).total_seconds()))
 
     async def _start(self, call: Call) -> None:
+        try:
+            await self._open(call)
+        except Exception:
+            # A fault of ours must not leave the caller ringing forever.
+            logger.exception("call %s: could not be set up", call.id)
+            if call.state in ("setup", "ringing"):
+                self._cancel_forks(call, completed_elsewhere=False)
+                self._fail_a(call, 500, "internal error", "failed")
+                self.app.flush()
+
+    async def _open(self, call: Call) -> None:
         app = self.app
         try:
             call.relay = await app.relay.open_session(app.media_bind_host)
@@ -296,6 +333,14 @@ class CallController(InDialog):
                 app.flush()
             return
         if call.state == "ended":
+            await call.relay.close()
+            return
+        for step in call.plan:
+            if step.trunk is not None and step.trunk.name not in call.trunk_peers:
+                trunk_peer = await self._trunk_peer(step.trunk)
+                if trunk_peer is not None:
+                    call.trunk_peers[step.trunk.name] = trunk_peer
+        if call.state == "ended":  # type: ignore[comparison-overlap]  # changed while resolving
             await call.relay.close()
             return
         if call.a_offer is not None:
@@ -310,6 +355,16 @@ class CallController(InDialog):
         app.flush()
 
     # -- ringing, step by step ----------------------------------------------------------------
+    async def _trunk_peer(self, trunk: Trunk) -> Peer | None:
+        """Where to send to ``trunk``: its host resolved without blocking the loop."""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                trunk.host, trunk.port, type=socket.SOCK_DGRAM)
+        except OSError as e:
+            logger.warning("trunk %s: cannot resolve %s: %s", trunk.name, trunk.host, e)
+            return None
+        return Peer(trunk.transport, (str(infos[0][4][0]), trunk.port))
+
     def _next_step(self, call: Call) -> None:
         """Ring the next step of the call's plan that has a phone to ring; when none is left,
         the call is unanswered. Users on a call (without call waiting) and users with no
@@ -322,6 +377,11 @@ class CallController(InDialog):
                 return
             step = call.plan[call.step]
             sent = 0
+            if step.trunk is not None:
+                trunk_peer = call.trunk_peers.get(step.trunk.name)
+                if trunk_peer is not None:
+                    self._send_trunk_fork(call, step, trunk_peer)
+                    sent += 1
             for user in step.users:
                 if not app.presence.available(user.id):
                     continue
@@ -350,6 +410,8 @@ class CallController(InDialog):
         """A phone refused or failed: when every phone of the ringing step has, move on."""
         if call.state != "ringing" or fork.step != call.step:
             return
+        if fork.trunk is not None and not _try_next_trunk(fork.status or 500):
+            call.step = len(call.plan) - 1  # the number itself was refused: no failover
         if all(f.done for f in call.forks.values() if f.step == call.step):
             if call.ring_timer is not None:
                 call.ring_timer.cancel()
@@ -432,6 +494,77 @@ class CallController(InDialog):
         call.forks[key] = fork
         self._forks[key] = (call, fork)
 
+    def _send_trunk_fork(self, call: Call, step: RingStep, peer: Peer) -> None:
+        """The INVITE of an outside call to ``step.trunk``, with the caller ID the trunk may
+        present (From and P-Asserted-Identity, RFC 3325) and privacy when asked for."""
+        app = self.app
+        trunk = step.trunk
+        assert trunk is not None
+        caller = call.caller
+        domain = trunk.from_domain or trunk.host
+        number = dial_string(trunk, step.number, region=app.config.dialplan.region)
+        params: dict[str, str | None] = {"transport": "tcp"} if trunk.transport == "tcp" else {}
+        target = SipUri("sip", user=number, host=trunk.host, port=trunk.port, params=params)
+        presented = outbound_caller_id(trunk, None if isinstance(caller, Outsider) else caller)
+        h = Headers()
+        h.add("Max-Forwards", str(call.max_forwards))
+        tag: dict[str, str | None] = {"tag": new_tag()}
+        if call.privacy or presented is None:
+            h.add("From", str(Address(SipUri("sip", user="anonymous", host="anonymous.invalid"),
+                                      "Anonymous", tag)))
+        else:
+            h.add("From", str(Address(SipUri("sip", user=presented, host=domain),
+                                      display_name(caller), tag)))
+        h.add("To", str(Address(SipUri("sip", user=number, host=trunk.host))))
+        h.add("Call-ID", new_call_id(app.domain))
+        h.add("CSeq", "1 INVITE")
+        h.add("Contact", str(app.contact(peer)))
+        if presented is not None:
+            h.add("P-Asserted-Identity", str(Address(SipUri("sip", user=presented, host=domain))))
+        if call.privacy:
+            h.add("Privacy", "id")
+        h.add("Allow", ALLOW)
+        h.add("User-Agent", app.user_agent)
+        if call.b_offer:
+            h.add("Content-Type", "application/sdp")
+        req = Request("INVITE", target, h, call.b_offer)
+        app.add_via(req, peer)
+        key = app.layer.send_request(req, peer, app.now())
+        fork = Fork(key=key, invite=req, peer=peer, step=call.step, trunk=trunk)
+        call.forks[key] = fork
+        self._forks[key] = (call, fork)
+
+    def _authenticate(self, call: Call, fork: Fork, resp: Response) -> bool:
+        """Send the INVITE again with the trunk's credentials (RFC 3261 22.2); False when
+        there are none or the challenge cannot be answered."""
+        app = self.app
+        trunk = fork.trunk
+        assert trunk is not None
+        header = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
+        challenge = choose_challenge(resp.headers.get_all(header))
+        if challenge is None or trunk.username is None or trunk.password is None:
+            return False
+        old = fork.invite
+        fork.done, fork.status = True, resp.status
+        self._forks.pop(fork.key, None)
+        call.forks.pop(fork.key, None)
+        h = Headers()
+        for name, value in old.headers.items():
+            if name.lower() not in ("via", "cseq", "authorization", "proxy-authorization"):
+                h.add(name, value)
+        h.set("CSeq", str(CSeq(old.cseq.seq + 1, "INVITE")))
+        answer = answer_challenge(challenge, "INVITE", str(old.uri), trunk.username,
+                                  trunk.password, new_tag(), 1, old.body)
+        h.add("Authorization" if resp.status == 401 else "Proxy-Authorization", answer)
+        req = Request("INVITE", old.uri, h, old.body)
+        app.add_via(req, fork.peer)
+        key = app.layer.send_request(req, fork.peer, app.now())
+        again = Fork(key=key, invite=req, peer=fork.peer, step=fork.step, trunk=trunk,
+                     auth_tried=True)
+        call.forks[key] = again
+        self._forks[key] = (call, again)
+        return True
+
     def _sdp_for(self, call: Call, side: Side, sd: SessionDescription) -> bytes:
         """``sd`` rewritten to send on leg ``side``: the relay's port for that leg, our address."""
         assert call.relay is not None
@@ -481,6 +614,9 @@ class CallController(InDialog):
             return
         if code < 300:
             self._on_fork_answer(call, fork, resp)
+            return
+        if code in (401, 407) and fork.trunk is not None and not fork.auth_tried \
+                and call.state == "ringing" and self._authenticate(call, fork, resp):
             return
         fork.done = True
         fork.status = code
@@ -770,3 +906,10 @@ def _outsider(req: Request, trunk: Trunk, region: str) -> Outsider:
         return Outsider("anonymous", "", trunk.name)
     raw = address.uri.user or "anonymous"
     return Outsider(normalise(raw, region) or raw, address.display or "", trunk.name)
+
+
+def _try_next_trunk(status: int) -> bool:
+    """Whether an outside call that failed with ``status`` on one trunk should try the next:
+    yes when the trunk or the network failed (timeout, 5xx, a refused login), no when the far
+    end answered about the number (busy, not found, declined)."""
+    return status in (401, 403, 407, 408) or 500 <= status < 600

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from media.udp import RelayHandle
 
     from .config import User
-    from .config_routing import Route
+    from .config_routing import Route, Trunk
     from .transfer import Transfer
 
 Side = Literal["a", "b"]
@@ -83,6 +83,10 @@ class Fork:
     """The ring step (see :class:`RingStep`) this phone rings in."""
     user: User | None = None
     """Whose phone it is."""
+    trunk: Trunk | None = None
+    """The trunk an outside call goes through (None: a user's phone)."""
+    auth_tried: bool = False
+    """The INVITE already answered the trunk's digest challenge (no second try)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,9 @@ class RingStep:
 
     users: tuple[User, ...]
     seconds: float
+    trunk: Trunk | None = None
+    """An outside call's step: this trunk, for ``number`` (E.164); ``users`` is empty."""
+    number: str = ""
 
 
 @dataclass(slots=True)
@@ -135,6 +142,10 @@ class Call:
     fallback: Route | None = None
     """Where an unanswered ring group call goes (None: the unavailable prompt)."""
     hops: int = 0
+    trunk_peers: dict[str, Peer] = field(default_factory=dict)
+    """Where each trunk of an outside call is reached, resolved when the call starts."""
+    privacy: bool = False
+    """The caller asked for its identity to be withheld (RFC 3323 ``Privacy: id``)."""
     """Fallback routes followed so far (bounded, so two groups cannot bounce a call)."""
     b_offer: bytes = b""
     """The SDP offer every B-leg INVITE carries (empty for a delayed offer)."""
