@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 import uuid
 from datetime import datetime
@@ -31,7 +30,6 @@ from media.sdp import (
 )
 from media.transcode import Transcoding, g711_formats, offer_both_g711, rename_format
 from sip.dialog import Dialog, new_call_id, new_tag
-from sip.digest import answer_challenge, choose_challenge
 from sip.message import CSeq, Headers, Request, Response
 from sip.registrar import Binding
 from sip.transaction import Peer
@@ -67,21 +65,17 @@ from .routing import (
     ToRingGroup,
     ToService,
     ToUser,
-    dial_string,
-    match_did,
-    normalise,
-    outbound_caller_id,
     ring_plan,
     route_dialled,
     route_target,
 )
 from .services import builtin_services
 from .transfer import Transfers
+from .trunkcalls import TrunkCalls, try_next_trunk
 
 if TYPE_CHECKING:
 
     from .config import User
-    from .config_routing import Trunk
     from .localcall import Service
     from .prompts import Prompts
     from .sipapp import SipApp
@@ -91,7 +85,7 @@ logger = logging.getLogger(__name__)
 #: Ring group fallbacks followed by one call at most.
 _MAX_HOPS = 5
 
-class CallController(InDialog):
+class CallController(InDialog, TrunkCalls):
     def __init__(self, app: SipApp) -> None:
         self.app = app
         self.calls: dict[str, Call] = {}
@@ -122,23 +116,6 @@ class CallController(InDialog):
         logger.info("user %s is now %s", user_id, state.value)
 
     # -- new calls ---------------------------------------------------------------------------
-    def on_trunk_invite(self, req: Request, peer: Peer, key: str, trunk: Trunk) -> None:
-        """A call from an IP-authenticated trunk: it may reach our DIDs and nothing else (no
-        toll fraud); the DID comes from the Request-URI, the To or a Diversion header."""
-        app = self.app
-        config = app.config
-        diversions = [_uri_user(v) for v in req.headers.get_all("Diversion")]
-        number = match_did(config, req.uri.user, req.to.uri.user,
-                           [d for d in diversions if d])
-        caller = _outsider(req, trunk, config.dialplan.region)
-        if number is None:
-            self._record_attempt(str(uuid.uuid4()), req, caller, None, utcnow(), 404,
-                                 "failed", "number not found")
-            app.respond(key, req, 404, to_tag=new_tag())
-            return
-        self.on_invite(req, peer, key, caller, target=route_target(config, number.route),
-                       dialled=number.number)
-
     def on_invite(self, req: Request, peer: Peer, key: str, caller: User | Outsider, *,
                   target: Target | None = None, dialled: str | None = None) -> None:
         app = self.app
@@ -219,24 +196,6 @@ class CallController(InDialog):
             group=target.name, fallback=target.group.fallback,
         )
         self._begin(call, req, key, to_number=dialled or target.name, callee_user=None)
-
-    def _call_outside(self, req: Request, peer: Peer, key: str, caller: User,
-                      target: ToOutside, offer: SessionDescription | None) -> None:
-        """An outside number through the outbound trunks, in order: the next one is tried when
-        one fails (timeout, 5xx); an answer about the number itself (busy, not found) ends it."""
-        app = self.app
-        seconds = max(app.ring_timeout, 60.0)
-        call = Call(
-            id=str(uuid.uuid4()), caller=caller,
-            callee=Outsider(target.e164, "", target.trunks[0].name), a_invite=req,
-            a_key=key, a_peer=peer, a_tag=new_tag(), a_offer=offer, started=utcnow(),
-            plan=[RingStep((), seconds, trunk, target.e164) for trunk in target.trunks],
-        )
-        # RFC 3323 4.2 / RFC 3325 9.3: "Privacy: id" hides the caller from the far end.
-        call.privacy = any("id" in [p.strip().lower() for p in v.split(";")]
-                           for v in req.headers.get_all("Privacy"))
-        self._begin(call, req, key, to_number=target.e164, callee_user=None,
-                    direction="outbound")
 
     def _group_plan(self, target: ToRingGroup) -> list[RingStep]:
         app = self.app
@@ -355,16 +314,6 @@ class CallController(InDialog):
         app.flush()
 
     # -- ringing, step by step ----------------------------------------------------------------
-    async def _trunk_peer(self, trunk: Trunk) -> Peer | None:
-        """Where to send to ``trunk``: its host resolved without blocking the loop."""
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                trunk.host, trunk.port, type=socket.SOCK_DGRAM)
-        except OSError as e:
-            logger.warning("trunk %s: cannot resolve %s: %s", trunk.name, trunk.host, e)
-            return None
-        return Peer(trunk.transport, (str(infos[0][4][0]), trunk.port))
-
     def _next_step(self, call: Call) -> None:
         """Ring the next step of the call's plan that has a phone to ring; when none is left,
         the call is unanswered. Users on a call (without call waiting) and users with no
@@ -410,7 +359,7 @@ class CallController(InDialog):
         """A phone refused or failed: when every phone of the ringing step has, move on."""
         if call.state != "ringing" or fork.step != call.step:
             return
-        if fork.trunk is not None and not _try_next_trunk(fork.status or 500):
+        if fork.trunk is not None and not try_next_trunk(fork.status or 500):
             call.step = len(call.plan) - 1  # the number itself was refused: no failover
         if all(f.done for f in call.forks.values() if f.step == call.step):
             if call.ring_timer is not None:
@@ -493,77 +442,6 @@ class CallController(InDialog):
         fork = Fork(key=key, invite=req, peer=peer, step=call.step, user=callee)
         call.forks[key] = fork
         self._forks[key] = (call, fork)
-
-    def _send_trunk_fork(self, call: Call, step: RingStep, peer: Peer) -> None:
-        """The INVITE of an outside call to ``step.trunk``, with the caller ID the trunk may
-        present (From and P-Asserted-Identity, RFC 3325) and privacy when asked for."""
-        app = self.app
-        trunk = step.trunk
-        assert trunk is not None
-        caller = call.caller
-        domain = trunk.from_domain or trunk.host
-        number = dial_string(trunk, step.number, region=app.config.dialplan.region)
-        params: dict[str, str | None] = {"transport": "tcp"} if trunk.transport == "tcp" else {}
-        target = SipUri("sip", user=number, host=trunk.host, port=trunk.port, params=params)
-        presented = outbound_caller_id(trunk, None if isinstance(caller, Outsider) else caller)
-        h = Headers()
-        h.add("Max-Forwards", str(call.max_forwards))
-        tag: dict[str, str | None] = {"tag": new_tag()}
-        if call.privacy or presented is None:
-            h.add("From", str(Address(SipUri("sip", user="anonymous", host="anonymous.invalid"),
-                                      "Anonymous", tag)))
-        else:
-            h.add("From", str(Address(SipUri("sip", user=presented, host=domain),
-                                      display_name(caller), tag)))
-        h.add("To", str(Address(SipUri("sip", user=number, host=trunk.host))))
-        h.add("Call-ID", new_call_id(app.domain))
-        h.add("CSeq", "1 INVITE")
-        h.add("Contact", str(app.contact(peer)))
-        if presented is not None:
-            h.add("P-Asserted-Identity", str(Address(SipUri("sip", user=presented, host=domain))))
-        if call.privacy:
-            h.add("Privacy", "id")
-        h.add("Allow", ALLOW)
-        h.add("User-Agent", app.user_agent)
-        if call.b_offer:
-            h.add("Content-Type", "application/sdp")
-        req = Request("INVITE", target, h, call.b_offer)
-        app.add_via(req, peer)
-        key = app.layer.send_request(req, peer, app.now())
-        fork = Fork(key=key, invite=req, peer=peer, step=call.step, trunk=trunk)
-        call.forks[key] = fork
-        self._forks[key] = (call, fork)
-
-    def _authenticate(self, call: Call, fork: Fork, resp: Response) -> bool:
-        """Send the INVITE again with the trunk's credentials (RFC 3261 22.2); False when
-        there are none or the challenge cannot be answered."""
-        app = self.app
-        trunk = fork.trunk
-        assert trunk is not None
-        header = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
-        challenge = choose_challenge(resp.headers.get_all(header))
-        if challenge is None or trunk.username is None or trunk.password is None:
-            return False
-        old = fork.invite
-        fork.done, fork.status = True, resp.status
-        self._forks.pop(fork.key, None)
-        call.forks.pop(fork.key, None)
-        h = Headers()
-        for name, value in old.headers.items():
-            if name.lower() not in ("via", "cseq", "authorization", "proxy-authorization"):
-                h.add(name, value)
-        h.set("CSeq", str(CSeq(old.cseq.seq + 1, "INVITE")))
-        answer = answer_challenge(challenge, "INVITE", str(old.uri), trunk.username,
-                                  trunk.password, new_tag(), 1, old.body)
-        h.add("Authorization" if resp.status == 401 else "Proxy-Authorization", answer)
-        req = Request("INVITE", old.uri, h, old.body)
-        app.add_via(req, fork.peer)
-        key = app.layer.send_request(req, fork.peer, app.now())
-        again = Fork(key=key, invite=req, peer=fork.peer, step=fork.step, trunk=trunk,
-                     auth_tried=True)
-        call.forks[key] = again
-        self._forks[key] = (call, again)
-        return True
 
     def _sdp_for(self, call: Call, side: Side, sd: SessionDescription) -> bytes:
         """``sd`` rewritten to send on leg ``side``: the relay's port for that leg, our address."""
@@ -887,29 +765,3 @@ def _refusal(target: Target) -> tuple[int, str]:
 
 def _direction(caller: User | Outsider) -> str:
     return "inbound" if isinstance(caller, Outsider) else "internal"
-
-
-def _uri_user(value: str) -> str | None:
-    try:
-        return Address.parse(value).uri.user
-    except ValueError:
-        return None
-
-
-def _outsider(req: Request, trunk: Trunk, region: str) -> Outsider:
-    """Who is calling in: P-Asserted-Identity (RFC 3325) when the trunk sends one, else
-    From; the number in E.164 when the region's rules can read it."""
-    source = req.headers.get("P-Asserted-Identity") or req.headers.get("From") or ""
-    try:
-        address = Address.parse(source)
-    except ValueError:
-        return Outsider("anonymous", "", trunk.name)
-    raw = address.uri.user or "anonymous"
-    return Outsider(normalise(raw, region) or raw, address.display or "", trunk.name)
-
-
-def _try_next_trunk(status: int) -> bool:
-    """Whether an outside call that failed with ``status`` on one trunk should try the next:
-    yes when the trunk or the network failed (timeout, 5xx, a refused login), no when the far
-    end answered about the number (busy, not found, declined)."""
-    return status in (401, 403, 407, 408) or 500 <= status < 600
