@@ -35,6 +35,7 @@ from sip.registrar import Binding
 from sip.transaction import Peer
 from sip.uri import Address, SipUri
 
+from .bridging import LocalBridge
 from .callstate import (
     ALLOW,
     SUPPORTED,
@@ -54,6 +55,7 @@ from .callstate import (
     utcnow,
 )
 from .indialog import InDialog
+from .ivrservice import ivr_service
 from .localcall import LocalCall, LocalCalls
 from .presence import PresenceState
 from .records import CallAnswered, CallEnded, CallStarted
@@ -61,6 +63,7 @@ from .routing import (
     AVAILABLE,
     Refuse,
     Target,
+    ToIvr,
     ToOutside,
     ToRingGroup,
     ToService,
@@ -85,7 +88,7 @@ logger = logging.getLogger(__name__)
 #: Ring group fallbacks followed by one call at most.
 _MAX_HOPS = 5
 
-class CallController(InDialog, TrunkCalls):
+class CallController(InDialog, TrunkCalls, LocalBridge):
     def __init__(self, app: SipApp) -> None:
         self.app = app
         self.calls: dict[str, Call] = {}
@@ -111,6 +114,9 @@ class CallController(InDialog, TrunkCalls):
             raise RuntimeError("prompts are not loaded")
         return prompts
 
+    def _ivr(self, name: str) -> Service:
+        return ivr_service(name, lambda: self.app.config, self._prompts)
+
     def _set_presence(self, user_id: str, state: PresenceState) -> None:
         self.app.presence.set(user_id, state, time.time())
         logger.info("user %s is now %s", user_id, state.value)
@@ -129,6 +135,10 @@ class CallController(InDialog, TrunkCalls):
                 self.local.on_invite(req, peer, key, caller, service[1], service[0])
                 return
             target = Refuse(404, "not_found", "not_found")
+        if isinstance(target, ToIvr):
+            self.local.on_invite(req, peer, key, caller, self._ivr(target.name),
+                                 f"ivr {target.name}", number=dialled)
+            return
         if isinstance(target, ToUser | ToRingGroup | ToOutside):
             # SipApp has already refused bodies other than SDP (415) before authenticating.
             try:
@@ -196,6 +206,25 @@ class CallController(InDialog, TrunkCalls):
             group=target.name, fallback=target.group.fallback,
         )
         self._begin(call, req, key, to_number=dialled or target.name, callee_user=None)
+
+    def plan_for(self, target: Target) -> tuple[list[RingStep], str | None] | tuple[int, None]:
+        """What ringing ``target`` means now (steps, and the ring group's name), or the SIP
+        status why nobody can be rung (used when an IVR connects a caller)."""
+        app = self.app
+        if isinstance(target, ToUser):
+            user = target.user
+            presence = app.presence.get(user.id)
+            if presence is PresenceState.DO_NOT_DISTURB:
+                return 486, None
+            if presence is not PresenceState.AVAILABLE or not app.lookup(user.id):
+                return 480, None
+            if not user.call_waiting and self._on_a_call(user.id):
+                return 486, None
+            return [RingStep((user,), app.ring_timeout)], None
+        if isinstance(target, ToRingGroup):
+            plan = self._group_plan(target)
+            return (plan, target.name) if plan else (480, None)
+        return 404, None
 
     def _group_plan(self, target: ToRingGroup) -> list[RingStep]:
         app = self.app
@@ -403,6 +432,9 @@ class CallController(InDialog, TrunkCalls):
             return True
         if call.a_offer is None:
             return False  # a delayed offer: the PBX cannot answer with media of its own
+        if isinstance(target, ToIvr):
+            self._hand_to_local(call, self._ivr(target.name), f"ivr {target.name}")
+            return True
         prompts = self._prompts
 
         async def unavailable(local: LocalCall) -> None:
@@ -478,8 +510,8 @@ class CallController(InDialog, TrunkCalls):
             if fork.cancel_pending:
                 self._cancel_fork(fork, call, completed_elsewhere=call.state == "answered")
                 return
-            if code == 100 or call.state != "ringing":
-                return
+            if code == 100 or call.state != "ringing" or call.a_local is not None:
+                return  # an answered local caller hears the PBX's own ringback
             body = b""
             if resp.body and resp.content_type == "application/sdp":
                 body = self._relay_answer(call, "b", resp.body)
@@ -542,6 +574,9 @@ class CallController(InDialog, TrunkCalls):
         if not body and call.a_offer is not None:
             # No answer SDP: answer A with the relay on its side and the original codecs.
             body = self._sdp_for(call, "a", call.a_offer)
+        if call.a_local is not None:
+            self._answered_for_local(call, body)
+            return
         out = app.make_response(call.a_invite, 200, to_tag=call.a_tag, dialog=True)
         out.headers.add("Contact", str(app.contact(call.a_peer)))
         out.headers.add("Allow", ALLOW)
@@ -639,6 +674,11 @@ class CallController(InDialog, TrunkCalls):
     ) -> None:
         """End an unanswered call with a final error to the caller."""
         app = self.app
+        if call.a_local is not None:
+            # The caller is the PBX's own (an IVR): it stays there and hears why.
+            self._local_failed(call, code)
+            self._end(call, disposition, cause, "system", code, record=False)
+            return
         app.respond(call.a_key, call.a_invite, code, reason, to_tag=call.a_tag)
         self._end(call, disposition, cause, "system" if code != 487 else "caller", code)
 
@@ -749,10 +789,14 @@ class CallController(InDialog, TrunkCalls):
             ring = (call.answered_at - call.started).total_seconds()
         else:
             duration, ring = 0.0, (ended - call.started).total_seconds()
+        if call.a_local is not None and call.answered_at is None:
+            record = False  # never bridged: the caller's local call keeps the record
         if record:
+            keys = "".join(call.a_local.keys) if call.a_local is not None else ""
             self.app.records.emit(CallEnded(
                 call.id, ended, disposition, cause, by, code, max(0.0, duration), ring,
                 recording[0] if recording else None, recording[1] if recording else None,
+                keys=keys or None,
             ))
 
 

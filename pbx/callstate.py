@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from .config import User
     from .config_routing import Route, Trunk
+    from .localcall import LocalCall
     from .transfer import Transfer
 
 Side = Literal["a", "b"]
@@ -144,6 +145,12 @@ class Call:
     hops: int = 0
     trunk_peers: dict[str, Peer] = field(default_factory=dict)
     """Where each trunk of an outside call is reached, resolved when the call starts."""
+    a_local: LocalCall | None = None
+    """The caller's leg when the PBX had answered it itself (an IVR) before this call rang."""
+    bridge_result: asyncio.Future[int | None] | None = None
+    """For such a call: None once bridged, else the status why not (see pbx.bridging)."""
+    to_number: str = ""
+    setup_task: asyncio.Task[None] | None = None
     privacy: bool = False
     """The caller asked for its identity to be withheld (RFC 3323 ``Privacy: id``)."""
     """Fallback routes followed so far (bounded, so two groups cannot bounce a call)."""

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .calls import CallController
     from .callstate import Call
     from .config import User
+    from .routing import Target
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class LocalCall:
     peer: Peer
     tag: str
     started: datetime
-    state: Literal["answering", "answered", "ended"] = "answering"
+    state: Literal["answering", "answered", "bridged", "ended"] = "answering"
     media: LocalMedia | None = None
     dialog: Dialog | None = None
     answered_at: datetime | None = None
@@ -83,6 +84,11 @@ class LocalCall:
     rx_seen: tuple[int, float] = (0, 0.0)
     """RTP packets counted at the last media check, and when that count last grew."""
     task: asyncio.Task[None] | None = None
+    offer: SessionDescription | None = None
+    """The caller's SDP offer (a bridge to a phone offers it on)."""
+    bridge: Call | None = None
+    """The call ringing a phone for this caller right now (see :meth:`connect`)."""
+    connector: Callable[[LocalCall, Target], Awaitable[int | None]] | None = None
     _keys: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     _ended: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -141,6 +147,20 @@ class LocalCall:
             raise CallerGone(self.id)
         return None
 
+    async def connect(self, target: Target) -> int | None:
+        """Ring ``target`` (a user, a ring group) for the caller, who hears ringback meanwhile.
+        None when someone answered: the caller now talks to them, and the service must return
+        without playing anything more. Otherwise the SIP status why not (480 nobody available,
+        486 busy, ...), and the caller is still here. Raises :class:`CallerGone`."""
+        self._live_media()
+        assert self.connector is not None
+        code = await self.connector(self, target)
+        if code is None:
+            return None
+        if self._ended.is_set():
+            raise CallerGone(self.id)
+        return code
+
     def stream(self, source: FrameSource) -> None:
         """Play ``source`` (endless ones too: music, an echo) without waiting for its end."""
         self._live_media().play(source)
@@ -186,7 +206,7 @@ class LocalCalls:
 
     # -- a new call --------------------------------------------------------------------------
     def on_invite(self, req: Request, peer: Peer, key: str, caller: User | Outsider,
-                  service: Service, name: str) -> None:
+                  service: Service, name: str, *, number: str | None = None) -> None:
         app = self.app
         try:
             offer = SessionDescription.parse(req.body) if req.body else None
@@ -199,9 +219,10 @@ class LocalCalls:
             app.respond(key, req, 488, "SDP offer required", to_tag=new_tag())
             return
         call = LocalCall(
-            id=str(uuid.uuid4()), caller=caller, number=req.uri.user or "", invite=req,
+            id=str(uuid.uuid4()), caller=caller, number=number or req.uri.user or "",
+            invite=req,
             txn_key=key, peer=peer, tag=new_tag(), started=utcnow(),
-            sdp_id=int(uuid.uuid4().int % 10**9),
+            sdp_id=int(uuid.uuid4().int % 10**9), offer=offer, connector=self.connect,
         )
         self.active[call.id] = call
         self._by_key[key] = call
@@ -223,6 +244,7 @@ class LocalCalls:
             id=ringing.id, caller=ringing.caller, number=ringing.a_invite.uri.user or "",
             invite=ringing.a_invite, txn_key=ringing.a_key, peer=ringing.a_peer,
             tag=ringing.a_tag, started=ringing.started, sdp_id=int(uuid.uuid4().int % 10**9),
+            offer=ringing.a_offer, connector=self.connect,
         )
         self.active[call.id] = call
         self._by_key[call.txn_key] = call
@@ -285,6 +307,8 @@ class LocalCalls:
         except Exception:
             logger.exception("call %s: service %s failed", call.id, name)
             cause = f"{name} failed"
+        if call.state == "bridged":
+            return  # connected to a phone: the bridged call goes on without the service
         if call.state == "answered":
             self.hangup(call, cause)
             self.app.flush()
@@ -300,6 +324,29 @@ class LocalCalls:
         self.app.respond(call.txn_key, call.invite, code, reason, to_tag=call.tag)
         self._end(call, "failed", reason, "system", code)
         self.app.flush()
+
+    # -- connecting the caller to a phone ----------------------------------------------------
+    async def connect(self, call: LocalCall, target: Target) -> int | None:
+        """See :meth:`LocalCall.connect`."""
+        plan, group = self.calls.plan_for(target)
+        if isinstance(plan, int):
+            return plan
+        number = call.number
+        code = await self.calls.bridge_local(call, plan, to_number=number, group=group)
+        return code
+
+    def hand_over(self, call: LocalCall) -> None:
+        """The caller now talks to a phone through the relay: the local leg is done, and the
+        dialog belongs to the bridged call (which also keeps the record going)."""
+        call.state = "bridged"
+        call.bridge = None
+        call._ended.set()
+        self.active.pop(call.id, None)
+        self._by_key.pop(call.txn_key, None)
+        if call.dialog is not None:
+            self._by_dialog.pop((call.dialog.call_id, call.tag), None)
+        if call.media is not None:
+            asyncio.get_running_loop().create_task(call.media.close())
 
     # -- requests inside the dialog ----------------------------------------------------------
     def on_in_dialog(self, req: Request, key: str) -> bool:
@@ -406,10 +453,13 @@ class LocalCalls:
 
     def _end(self, call: LocalCall, disposition: str, cause: str, by: str,
              code: int | None) -> None:
-        if call.state == "ended":
+        if call.state in ("ended", "bridged"):
             return
         call.state = "ended"
         call._ended.set()
+        if call.bridge is not None:
+            # The caller gave up while a phone rang for them.
+            self.calls.hangup(call.bridge, "caller hung up")
         self.active.pop(call.id, None)
         self._by_key.pop(call.txn_key, None)
         if call.dialog is not None:

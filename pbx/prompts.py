@@ -19,7 +19,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from media.tts import TextToSpeech, TtsError
 from pbx.config import Config, ConfigError, ConfigIssue, load_config
 from pbx.config_errors import KeyPath
 from pbx.config_prompts import DTMF_KEYS, PROMPT_NAMES, DigitsPrompt, PromptSource
+from pbx.config_routing import IvrMenu, ivr_prompts
 from pbx.promptcache import FetchError, UrlCache
 
 __all__ = ["PROMPT_NAMES", "Prompts", "load_resolved", "resolve"]
@@ -63,8 +64,10 @@ class Prompts:
         decoded: Mapping[_DecodeKey, Frame] | None = None,
         spoken: Mapping[tuple[str, str, str | None], Frame] | None = None,
         keep: object = None,
+        ivr: Mapping[str, Frame] | None = None,
     ) -> None:
         self._clips = dict(clips)
+        self._ivr = dict(ivr or {})
         self._digits = dict(digits)
         self._music = music
         self._tts = tts
@@ -96,6 +99,10 @@ class Prompts:
     def get(self, name: str) -> PlaylistSource:
         """A fresh source playing system prompt ``name`` once (``busy``, ``goodbye``, ...)."""
         return PlaylistSource([self.clip(name)])
+
+    def ivr_clip(self, key: str) -> Frame:
+        """An IVR prompt written in the config, by :func:`ivr_key` of its key path."""
+        return self._ivr[key]
 
     def digit_clip(self, key: str) -> Frame:
         """The read-back of phone key ``key`` (``0``-``9``, ``*``, ``#``, ``A``-``D``)."""
@@ -276,6 +283,12 @@ def resolve(config: Config, previous: Prompts | None = None) -> Prompts:
         jobs[("prompt", name)] = _job(resolver, source, ("prompts", name))
     for key in DTMF_KEYS:
         jobs[("digit", key)] = _speak_job(resolver, digits, key)
+    ivr_sources = list(ivr_prompts(config.ivr))
+    for path, source in ivr_sources:
+        jobs[("ivr", ivr_key(path))] = _job(resolver, source, path)
+    option_texts = sorted(set(_option_texts(config)))
+    for text in option_texts:
+        jobs[("text", text)] = _text_job(resolver, text, ("ivr",))
     music = config.media.hold_music
     if music.is_default:
         jobs[("music", "")] = lambda: _frozen_default()
@@ -300,7 +313,11 @@ def resolve(config: Config, previous: Prompts | None = None) -> Prompts:
         if source.text is not None:
             lang = source.language or config.media.language
             spoken[(source.text, lang, source.voice)] = _present(clips[name])
+    for text in option_texts:
+        spoken[(text, config.media.language, None)] = _present(results[("text", text)])
     return Prompts(
+        ivr={ivr_key(path): _present(results[("ivr", ivr_key(path))])
+             for path, _ in ivr_sources},
         clips={name: _present(samples) for name, samples in clips.items()},
         digits={key: _present(results[("digit", key)]) for key in DTMF_KEYS},
         music=None if music.is_default else _present(music_samples),
@@ -319,6 +336,30 @@ def load_resolved(path: str | Path, previous: Prompts | None = None) -> Config:
     config = load_config(path)
     config.attach_prompts(resolve(config, previous))
     return config
+
+
+def ivr_key(path: tuple[str | int, ...]) -> str:
+    """The name an IVR prompt's audio is kept under: its key path, dotted."""
+    return ".".join(str(part) for part in path)
+
+
+def _option_texts(config: Config) -> Iterator[str]:
+    """The option announcements the IVR menus generate from their templates."""
+
+    def walk(menu: IvrMenu) -> Iterator[str]:
+        for key, option in menu.options.items():
+            text = menu.option_text(key)
+            if text is not None:
+                yield text
+            if option.menu is not None:
+                yield from walk(option.menu)
+
+    for menu in config.ivr.values():
+        yield from walk(menu)
+
+
+def _text_job(resolver: _Resolver, text: str, path: KeyPath) -> Callable[[], Frame | None]:
+    return lambda: resolver.speak(text, None, None, path)
 
 
 def _present(samples: Frame | None) -> Frame:

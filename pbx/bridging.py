@@ -1,0 +1,122 @@
+"""Connecting a caller the PBX has answered itself (an IVR, later a queue) to a phone.
+
+The caller is already in a dialog with the PBX, talking to a local media leg
+(:class:`pbx.localcall.LocalCall`). :meth:`LocalBridge.bridge_local` makes a :class:`Call` whose A
+side *is* that dialog: its B side rings like any call (the plan's steps, with ringback played
+to the caller on the local leg), and when a phone answers, the caller is moved onto the relay
+with a re-INVITE (RFC 3261 14: a new offer in the existing dialog) whose SDP points at the
+relay's A port. Once the caller has accepted it, the local leg is closed and the call goes on
+as a bridged call under the same id, so it keeps one record. If nobody answers, the caller stays
+with the local leg and the service hears why (the SIP status) and goes on (the IVR plays its
+"unavailable" prompt).
+
+Mixed into :class:`pbx.calls.CallController`, which owns the state used here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from media.tones import ringback
+from sip.message import Response
+
+from .callstate import Call, RingStep, Side, user_id, utcnow
+from .records import CallAnswered
+
+if TYPE_CHECKING:
+    from .localcall import LocalCall, LocalCalls
+    from .sipapp import SipApp
+    from .transfer import Transfers
+
+logger = logging.getLogger(__name__)
+
+
+class LocalBridge:
+    """Bridging answered local calls to phones."""
+
+    app: SipApp
+    calls: dict[str, Call]
+    transfers: Transfers
+    local: LocalCalls
+    _dialogs: dict[tuple[str, str], tuple[Call, Side]]
+
+    if TYPE_CHECKING:
+        async def _start(self, call: Call) -> None: ...
+
+        def hangup(self, call: Call, cause: str) -> None: ...
+
+        def _relay_answer(self, call: Call, from_side: Side, body: bytes,
+                          rename: tuple[str, str] | None = None) -> bytes: ...
+
+    def bridge_local(self, local: LocalCall, plan: list[RingStep], *, to_number: str,
+                     group: str | None = None) -> asyncio.Future[int | None]:
+        """Ring ``plan`` for the caller of ``local``; the future gets None once the caller is
+        talking to whoever answered, else the SIP status of the failure."""
+        assert local.dialog is not None and local.offer is not None and plan
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[int | None] = loop.create_future()
+        first = next((u for step in plan for u in step.users), None)
+        call = Call(
+            id=local.id, caller=local.caller, callee=first or local.caller,
+            a_invite=local.invite, a_key=local.txn_key, a_peer=local.peer, a_tag=local.tag,
+            a_offer=local.offer, started=local.started, plan=plan, group=group,
+        )
+        call.a_local = local
+        call.a_dialog = local.dialog
+        call.bridge_result = result
+        call.to_number = to_number
+        # RFC 3264 8: the caller's dialog keeps its o= session id and versions.
+        call.sdp_ids = {"a": local.sdp_id, "b": int(uuid.uuid4().int % 10**9)}
+        call.sdp_version["a"] = local.sdp_version
+        call.max_forwards = 69
+        self.calls[call.id] = call
+        local.bridge = call
+        local.stream(ringback())
+        call.setup_task = loop.create_task(self._start(call))
+        return result
+
+    def _answered_for_local(self, call: Call, body: bytes) -> None:
+        """A phone answered a bridged local call: move the caller onto the relay."""
+        local = call.a_local
+        assert local is not None and call.a_dialog is not None
+        dialog, peer = call.a_dialog, call.a_peer
+        call.reinvite_pending = True
+
+        def moved(resp: Response | None) -> None:
+            call.reinvite_pending = False
+            if resp is None or not 200 <= resp.status < 300 or call.state != "answered":
+                logger.info("call %s: the caller could not be moved to the answering phone",
+                            call.id)
+                if call.state == "answered":
+                    self.hangup(call, "caller refused the media change")
+                return
+            self.transfers._ack(dialog, peer, resp)
+            if resp.body and resp.content_type == "application/sdp":
+                self._relay_answer(call, "a", resp.body)
+            self.local.hand_over(local)
+            self._dialogs[(dialog.call_id, dialog.local_tag)] = (call, "a")
+            app = self.app
+            call.answered_at = utcnow()
+            call.answered_mono = app.now()
+            if app.record_calls and app.recordings is not None and call.relay is not None:
+                app.recordings.start(call.id, call.relay, app.now())
+            app.records.emit(CallAnswered(call.id, call.answered_at, user_id(call.callee),
+                                          (call.answered_at - call.started).total_seconds()))
+            result = call.bridge_result
+            if result is not None and not result.done():
+                result.set_result(None)
+            app.flush()
+
+        self.transfers._request(dialog, peer, "INVITE", body, moved)
+
+    def _local_failed(self, call: Call, code: int) -> None:
+        """Nobody took a bridged local call: the caller stays with the local leg."""
+        result = call.bridge_result
+        local = call.a_local
+        if local is not None:
+            local.bridge = None
+        if result is not None and not result.done():
+            result.set_result(code)
