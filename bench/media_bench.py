@@ -8,8 +8,9 @@ The engine is the PBX's own code path, in this process pinned to core 0 under uv
 call ``RtpRelay.open_session`` and ``set_remote`` for both legs and, with ``--record``, the PBX's
 :class:`pbx.recording.Recordings` started on the session and ticked once a second as the server
 does (stereo WAV under DIR, one writer thread). ``--shared`` runs the shared-port relay
-(``RtpRelay(..., shared_port=True)``, :mod:`media.shared`) instead. The phones are ``media_loadgen.LoadGen`` in a
-child process pinned to core 1 (sendmmsg/recvmmsg, calls spread over the 20 ms period).
+(``RtpRelay(..., shared_port=True)``, :mod:`media.shared`) instead. The phones are
+``media_loadgen.LoadGen`` in a child process pinned to core 1 (sendmmsg/recvmmsg, calls spread
+over the 20 ms period).
 
 Printed per step: packets sent, loss (sent vs received after a drain), added delay (transit minus
 the flow's best transit: p50/p99/max, after a warm-up second), the engine's CPU in % of its core
