@@ -440,13 +440,14 @@ class CallController(InDialog, TrunkCalls, LocalBridge):
         async def unavailable(local: LocalCall) -> None:
             await local.play(prompts().get("unavailable"))
 
-        self._hand_to_local(call, unavailable, "unavailable")
+        self._hand_to_local(call, unavailable, "nobody available", missed=True)
         return True
 
-    def _hand_to_local(self, call: Call, service: Service, name: str) -> None:
+    def _hand_to_local(self, call: Call, service: Service, name: str, *,
+                       missed: bool = False) -> None:
         """The PBX answers the still-ringing caller itself and runs ``service``; the call's
         record goes on under the same id."""
-        self.local.take_over(call, service, name)
+        self.local.take_over(call, service, name, missed=missed)
         self._end(call, "answered", name, "system", None, record=False)
 
     def _send_fork(self, call: Call, binding: Binding, callee: User) -> None:

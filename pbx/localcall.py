@@ -89,6 +89,8 @@ class LocalCall:
     bridge: Call | None = None
     """The call ringing a phone for this caller right now (see :meth:`connect`)."""
     connector: Callable[[LocalCall, Target], Awaitable[int | None]] | None = None
+    missed: bool = False
+    """The PBX answered only to say nobody is available: recorded as a missed call."""
     _keys: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     _ended: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -236,15 +238,18 @@ class LocalCalls:
         app.respond(key, req, 100)
         asyncio.get_running_loop().create_task(self._answer(call, offer, service, name))
 
-    def take_over(self, ringing: Call, service: Service, name: str) -> None:
+    def take_over(self, ringing: Call, service: Service, name: str, *,
+                  missed: bool = False) -> None:
         """Answer a caller who has been hearing ringback (a ring group nobody picked up) and
-        run ``service`` for them; the call keeps its id, so its record goes on."""
+        run ``service`` for them; the call keeps its id, so its record goes on. ``missed``:
+        the PBX only tells the caller nobody is available, so the record stays a missed call
+        (no answer recorded, disposition no_answer)."""
         assert ringing.a_offer is not None
         call = LocalCall(
             id=ringing.id, caller=ringing.caller, number=ringing.a_invite.uri.user or "",
             invite=ringing.a_invite, txn_key=ringing.a_key, peer=ringing.a_peer,
             tag=ringing.a_tag, started=ringing.started, sdp_id=int(uuid.uuid4().int % 10**9),
-            offer=ringing.a_offer, connector=self.connect,
+            offer=ringing.a_offer, connector=self.connect, missed=missed,
         )
         self.active[call.id] = call
         self._by_key[call.txn_key] = call
@@ -291,8 +296,9 @@ class LocalCalls:
         call.state = "answered"
         call.answered_at = utcnow()
         call.answered_mono = app.now()
-        app.records.emit(CallAnswered(call.id, call.answered_at, None,
-                                      (call.answered_at - call.started).total_seconds()))
+        if not call.missed:
+            app.records.emit(CallAnswered(call.id, call.answered_at, None,
+                                          (call.answered_at - call.started).total_seconds()))
         app.flush()
         logger.info("call %s: %s answered %s for %s", call.id, name, call.number,
                     call.caller.id)
@@ -429,7 +435,7 @@ class LocalCalls:
             return
         if call.dialog is not None:
             self.calls._send_bye(call.dialog, call.peer)
-        self._end(call, "answered", cause, "system", None)
+        self._end(call, "no_answer" if call.missed else "answered", cause, "system", None)
 
     def hangup_all(self, cause: str) -> None:
         for call in list(self.active.values()):
@@ -479,7 +485,7 @@ class LocalCalls:
                             leg.ignored, leg.malformed, leg.concealed, "".join(call.keys))
             asyncio.get_running_loop().create_task(call.media.close())
         ended = utcnow()
-        if call.answered_at is not None:
+        if call.answered_at is not None and not call.missed:
             duration = (ended - call.answered_at).total_seconds()
             ring = (call.answered_at - call.started).total_seconds()
         else:

@@ -48,7 +48,11 @@ numbers:
   - number: "+81312345679"
     type: local
     route: {ring_group: support}
+  - number: "+81312345600"
+    type: local
+    route: {ring_group: night}
 ring_groups:
+  night: {members: [frank], strategy: sequential, ring_seconds: 2}
   sales: {members: [bob, carol, dave], strategy: simultaneous, ring_seconds: 10}
   support: {members: [bob, carol, dave, erin], strategy: sequential, ring_seconds: 2}
 """
@@ -158,3 +162,21 @@ async def test_sequential_group_skips_offline_and_busy_and_moves_on(pbx: PbxProc
     assert -0.05 <= (e_invite.at - d_cancel.at).total_seconds() <= 0.5
     rec = _record(pbx, res)
     assert rec["answered_by"] == "erin" and rec["disposition"] == "answered"
+
+
+@pytest.mark.asyncio
+async def test_group_with_nobody_available_plays_the_unavailable_prompt(
+        pbx: PbxProcess) -> None:
+    # Frank, the only member, has no registered phone: the caller is answered, hears the
+    # unavailable prompt, and the PBX hangs up; the record is a missed call.
+    res = await run_sipp(SippRun(
+        _scenario("uac_call_remote_bye.xml"), pbx.address, users=[_cred("alice")],
+        service="0312345600", keys={"domain": pbx.address}, timeout=20, auto_answer=False))
+    assert res.ok, _why(res, pbx=pbx)
+    msgs = trace(res.messages)
+    ok = _one(msgs, sent=False, status=200, cseq="INVITE")
+    bye = _one(msgs, sent=False, method="BYE")
+    assert (bye.at - ok.at).total_seconds() >= 1.5  # the prompt played before the hang-up
+    rec = _record(pbx, res)
+    assert rec["disposition"] == "no_answer" and rec["answered_by"] is None
+    assert rec["duration"] == 0
