@@ -30,7 +30,6 @@ the handles and the relay the call controller uses.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import ipaddress
@@ -38,6 +37,7 @@ import math
 import socket
 from collections.abc import Callable
 from types import TracebackType
+from typing import Protocol
 
 from media.relay import (
     Address,
@@ -52,7 +52,7 @@ from media.sharedengine import SharedEngine
 from media.transcode import Transcoding
 from media.udp import RelayHandle
 
-__all__ = ["SharedPortRelay", "SharedRelayHandle"]
+__all__ = ["Reactor", "SharedPortRelay", "SharedRelayHandle"]
 
 _PORT_BUSY = frozenset({errno.EADDRINUSE, errno.EACCES})
 _SO_SNDBUFFORCE, _SO_RCVBUFFORCE = 32, 33  # <asm-generic/socket.h>
@@ -210,22 +210,30 @@ class SharedRelayHandle(RelayHandle):
         )
 
 
+class Reactor(Protocol):
+    """What the relay needs of an event loop: readiness callbacks on a file descriptor."""
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever ``fd`` is readable."""
+        ...
+
+    def remove_reader(self, fd: int) -> bool:
+        """Stop watching ``fd``."""
+        ...
+
+
 class SharedPortRelay:
     """The shared-port relay engine: every call's legs on one RTP/RTCP port pair per bind
     address, taken from ``ports`` when the first call on that address opens and kept until
     :meth:`close`.
 
-    ``clock`` is what ``now`` means for :meth:`SharedRelayHandle.last_rx`; by default the
-    running loop's ``time()``. Use through :class:`media.udp.RtpRelay` with
-    ``shared_port=True``, which has the same interface.
+    Use it through :class:`media.udp.RtpRelay` with ``shared_port=True``, which has the
+    interface the call controller uses and brings the event loop and its clock.
     """
 
-    def __init__(
-        self, ports: PortAllocator, *, clock: Callable[[], float] | None = None
-    ) -> None:
+    def __init__(self, ports: PortAllocator) -> None:
         self._ports = ports
-        self._clock = clock
-        self._engines: dict[str, tuple[SharedEngine, asyncio.AbstractEventLoop]] = {}
+        self._engines: dict[str, tuple[SharedEngine, Reactor]] = {}
 
     @property
     def ports(self) -> PortAllocator:
@@ -258,11 +266,13 @@ class SharedPortRelay:
         found = self._engines.get(bind_host)
         return None if found is None else found[0].port
 
-    async def open_session(self, bind_host: str) -> SharedRelayHandle:
+    def open_session(self, bind_host: str, loop: Reactor,
+                     clock: Callable[[], float]) -> SharedRelayHandle:
         """A relayed call on the shared port of ``bind_host`` (an IPv4 literal).
 
-        The first call on an address binds its port pair; raises
-        :class:`~media.relay.NoPortsError` when none in the range can be bound.
+        The first call on an address binds its port pair and has ``loop`` watch it; ``clock``
+        is what ``now`` means for :meth:`SharedRelayHandle.last_rx`. Raises
+        :class:`~media.relay.NoPortsError` when no pair in the range can be bound.
         """
         try:
             ip = ipaddress.ip_address(bind_host)
@@ -272,7 +282,7 @@ class SharedPortRelay:
             raise ValueError(f"the shared-port relay is IPv4 only; bind_host is {bind_host!r}")
         found = self._engines.get(bind_host)
         if found is None:
-            found = self._start(bind_host)
+            found = self._start(bind_host, loop, clock)
             self._engines[bind_host] = found
         engine = found[0]
         handle = SharedRelayHandle(self, engine, engine.allocate())
@@ -284,19 +294,19 @@ class SharedPortRelay:
         for bind_host, (engine, loop) in list(self._engines.items()):
             for handle in list(engine.handles):
                 await handle.close()
-            engine.close(loop)
+            engine.close(loop.remove_reader)
             del self._engines[bind_host]
             self._ports.release(engine.port)
 
-    def _start(self, bind_host: str) -> tuple[SharedEngine, asyncio.AbstractEventLoop]:
-        loop = asyncio.get_running_loop()
+    def _start(self, bind_host: str, loop: Reactor,
+               clock: Callable[[], float]) -> tuple[SharedEngine, Reactor]:
         port, rtp, rtcp = self._bind_pair(bind_host)
-        engine = SharedEngine(port, rtp, rtcp, self._clock or loop.time)
+        engine = SharedEngine(port, rtp, rtcp, clock)
         try:
             for end in (engine.rtp, engine.rtcp):
                 loop.add_reader(end.fd, end.on_readable)
         except BaseException:
-            engine.close(loop)
+            engine.close(loop.remove_reader)
             self._ports.release(port)
             raise
         return engine, loop

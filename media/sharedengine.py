@@ -10,7 +10,6 @@ relay that own an engine are in :mod:`media.shared`.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import socket
 from collections.abc import Callable
@@ -323,8 +322,8 @@ class SharedEngine:
                 out = transcode_rtp(data[row, :length].tobytes(), xcode)
                 data[row, :length] = np.frombuffer(out, dtype=np.uint8)
 
-    def close(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Stop reading and close both sockets."""
+    def close(self, remove_reader: Callable[[int], object]) -> None:
+        """Stop reading (``remove_reader`` of the event loop) and close both sockets."""
         for end in (self.rtp, self.rtcp):
-            loop.remove_reader(end.fd)
+            remove_reader(end.fd)
             end.sock.close()

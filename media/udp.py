@@ -289,7 +289,7 @@ class RtpRelay:
             # Imported here: media.shared builds on this module's RelayHandle.
             from media.shared import SharedPortRelay
 
-            self._shared = SharedPortRelay(ports, clock=clock)
+            self._shared = SharedPortRelay(ports)
 
     @property
     def shared(self) -> SharedPortRelay | None:
@@ -323,7 +323,8 @@ class RtpRelay:
         :class:`~media.relay.NoPortsError` when no pair in the range can be had.
         """
         if self._shared is not None:
-            return await self._shared.open_session(bind_host)
+            loop = asyncio.get_running_loop()
+            return self._shared.open_session(bind_host, loop, self._clock or loop.time)
         try:
             family = (
                 socket.AF_INET6 if ipaddress.ip_address(bind_host).version == 6 else socket.AF_INET

@@ -84,11 +84,16 @@ class Sink:
 
 
 @pytest.fixture
-def relay() -> SharedPortRelay:
-    return SharedPortRelay(PortAllocator(40000, 49999))
+def relay() -> RtpRelay:
+    return RtpRelay(PortAllocator(40000, 49999), shared_port=True)
 
 
-async def call(relay: SharedPortRelay, a: socket.socket, b: socket.socket) -> SharedRelayHandle:
+def engine(relay: RtpRelay) -> SharedPortRelay:
+    assert relay.shared is not None
+    return relay.shared
+
+
+async def call(relay: RtpRelay, a: socket.socket, b: socket.socket) -> RelayHandle:
     handle = await relay.open_session(HOST)
     handle.set_remote(A, addr(a))
     handle.set_remote(B, addr(b))
@@ -96,7 +101,7 @@ async def call(relay: SharedPortRelay, a: socket.socket, b: socket.socket) -> Sh
 
 
 @pytest.mark.asyncio
-async def test_two_calls_on_one_port_reach_only_their_peers(relay: SharedPortRelay) -> None:
+async def test_two_calls_on_one_port_reach_only_their_peers(relay: RtpRelay) -> None:
     a1, b1, a2, b2 = phone(2), phone(3), phone(4), phone(5)
     try:
         h1 = await call(relay, a1, b1)
@@ -125,7 +130,7 @@ async def test_two_calls_on_one_port_reach_only_their_peers(relay: SharedPortRel
 
 
 @pytest.mark.asyncio
-async def test_a_burst_of_many_calls_in_one_batch(relay: SharedPortRelay) -> None:
+async def test_a_burst_of_many_calls_in_one_batch(relay: RtpRelay) -> None:
     # 40 calls: more than the engine's first tables hold, so they grow on the way.
     phones = [phone(10 + n) for n in range(80)]
     try:
@@ -145,7 +150,7 @@ async def test_a_burst_of_many_calls_in_one_batch(relay: SharedPortRelay) -> Non
 
 
 @pytest.mark.asyncio
-async def test_unknown_source_is_dropped_and_counted(relay: SharedPortRelay) -> None:
+async def test_unknown_source_is_dropped_and_counted(relay: RtpRelay) -> None:
     a, b, stranger = phone(2), phone(3), phone(6)
     try:
         handle = await call(relay, a, b)
@@ -155,7 +160,7 @@ async def test_unknown_source_is_dropped_and_counted(relay: SharedPortRelay) -> 
         other_port.sendto(rtp(2), (HOST, handle.port(A)))
         other_port.close()
         assert await quiet(a) and await quiet(b)
-        assert relay.dropped_unknown == 2
+        assert engine(relay).dropped_unknown == 2
         assert handle.stats().a.rtp_packets == 0
         assert handle.last_rx(A) is None
     finally:
@@ -165,7 +170,7 @@ async def test_unknown_source_is_dropped_and_counted(relay: SharedPortRelay) -> 
 
 
 @pytest.mark.asyncio
-async def test_nothing_flows_before_the_peer_is_known(relay: SharedPortRelay) -> None:
+async def test_nothing_flows_before_the_peer_is_known(relay: RtpRelay) -> None:
     a, b = phone(2), phone(3)
     try:
         handle = await relay.open_session(HOST)
@@ -185,7 +190,7 @@ async def test_nothing_flows_before_the_peer_is_known(relay: SharedPortRelay) ->
 
 
 @pytest.mark.asyncio
-async def test_remote_change_moves_the_leg(relay: SharedPortRelay) -> None:
+async def test_remote_change_moves_the_leg(relay: RtpRelay) -> None:
     a, b, a_new = phone(2), phone(3), phone(7)
     try:
         handle = await call(relay, a, b)
@@ -214,7 +219,7 @@ async def test_remote_change_moves_the_leg(relay: SharedPortRelay) -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_moved_phone_belongs_to_the_newest_leg(relay: SharedPortRelay) -> None:
+async def test_a_moved_phone_belongs_to_the_newest_leg(relay: RtpRelay) -> None:
     a, b, c = phone(2), phone(3), phone(4)
     try:
         first = await call(relay, a, b)
@@ -232,7 +237,7 @@ async def test_a_moved_phone_belongs_to_the_newest_leg(relay: SharedPortRelay) -
 
 
 @pytest.mark.asyncio
-async def test_mute_drops_what_the_leg_sends_but_counts_it(relay: SharedPortRelay) -> None:
+async def test_mute_drops_what_the_leg_sends_but_counts_it(relay: RtpRelay) -> None:
     a, b = phone(2), phone(3)
     try:
         handle = await call(relay, a, b)
@@ -256,7 +261,7 @@ async def test_mute_drops_what_the_leg_sends_but_counts_it(relay: SharedPortRela
 
 
 @pytest.mark.asyncio
-async def test_transcoding_ulaw_to_alaw(relay: SharedPortRelay) -> None:
+async def test_transcoding_ulaw_to_alaw(relay: RtpRelay) -> None:
     a, b = phone(2), phone(3)
     try:
         handle = await call(relay, a, b)
@@ -287,7 +292,7 @@ async def test_transcoding_ulaw_to_alaw(relay: SharedPortRelay) -> None:
 
 
 @pytest.mark.asyncio
-async def test_recording_receives_what_each_phone_sends(relay: SharedPortRelay) -> None:
+async def test_recording_receives_what_each_phone_sends(relay: RtpRelay) -> None:
     a, b = phone(2), phone(3)
     try:
         handle = await call(relay, a, b)
@@ -312,7 +317,7 @@ async def test_recording_receives_what_each_phone_sends(relay: SharedPortRelay) 
 
 
 @pytest.mark.asyncio
-async def test_recording_through_the_mixer(relay: SharedPortRelay) -> None:
+async def test_recording_through_the_mixer(relay: RtpRelay) -> None:
     a, b = phone(2), phone(3)
     loop = asyncio.get_running_loop()
     try:
@@ -333,7 +338,7 @@ async def test_recording_through_the_mixer(relay: SharedPortRelay) -> None:
 
 
 @pytest.mark.asyncio
-async def test_rtcp_goes_between_the_rtcp_addresses(relay: SharedPortRelay) -> None:
+async def test_rtcp_goes_between_the_rtcp_addresses(relay: RtpRelay) -> None:
     a, b = phone(2), phone(3)
     a_rtcp, b_rtcp = phone(2), phone(3)
     try:
@@ -356,7 +361,7 @@ async def test_rtcp_goes_between_the_rtcp_addresses(relay: SharedPortRelay) -> N
 
 
 @pytest.mark.asyncio
-async def test_garbage_never_raises(relay: SharedPortRelay) -> None:
+async def test_garbage_never_raises(relay: RtpRelay) -> None:
     a, b, stranger = phone(2), phone(3), phone(6)
     loop = asyncio.get_running_loop()
     errors: list[dict[str, object]] = []
@@ -376,7 +381,7 @@ async def test_garbage_never_raises(relay: SharedPortRelay) -> None:
         got = await receive(b, len(junk) + 1)
         assert len(got) == len(junk)  # whatever a known phone sends is relayed
         assert all(len(d) <= 1400 for d, _ in got)
-        assert relay.dropped_oversize == 1
+        assert engine(relay).dropped_oversize == 1
         a.sendto(rtp(1), (HOST, handle.port(A)))
         assert len(await receive(b)) == 1
         assert errors == []
@@ -389,7 +394,7 @@ async def test_garbage_never_raises(relay: SharedPortRelay) -> None:
 @pytest.mark.asyncio
 async def test_close_frees_everything() -> None:
     ports = PortAllocator(40000, 49999)
-    relay = SharedPortRelay(ports)
+    relay = RtpRelay(ports, shared_port=True)
     a, b = phone(2), phone(3)
     try:
         h1 = await call(relay, a, b)
@@ -423,7 +428,7 @@ async def test_close_frees_everything() -> None:
 
 
 @pytest.mark.asyncio
-async def test_bad_input_gets_clear_errors(relay: SharedPortRelay) -> None:
+async def test_bad_input_gets_clear_errors(relay: RtpRelay) -> None:
     with pytest.raises(ValueError, match="IPv4 only"):
         await relay.open_session("::1")
     with pytest.raises(ValueError, match="not an IP address"):
@@ -450,6 +455,7 @@ async def test_rtp_relay_chooses_the_shared_port_by_argument() -> None:
         first = await relay.open_session(HOST)
         second = await relay.open_session(HOST)
         assert isinstance(first, RelayHandle)  # what the call controller holds
+        assert isinstance(first, SharedRelayHandle)
         assert first.port(A) == second.port(B)
         assert relay.sessions == 2 and relay.shared is not None
         first.set_remote(A, addr(a))
