@@ -302,6 +302,10 @@ class MediaSection(BaseModel):
     hold_music: MusicSource = MusicSource.model_validate("default")
     """What a held party hears."""
     fetch: FetchSection = FetchSection()
+    shared_port: bool = False
+    """Relay every call's RTP through one UDP port (IPv4 only), telling the legs apart by the
+    phones' addresses: about twice the calls per core, but a phone behind NAT that sends from
+    another address than its SDP says cannot be reached. Changing it needs a restart."""
 
     @field_validator("language")
     @classmethod
@@ -671,7 +675,9 @@ def _outbound_address(version: int) -> str:
         return fallback
 
 
-RESTART_KEYS: tuple[str, ...] = ("sip.listen", "media.rtp_ports", "storage.database")
+RESTART_KEYS: tuple[str, ...] = (
+    "sip.listen", "media.rtp_ports", "media.shared_port", "storage.database",
+)
 """Keys a reload cannot change: sockets, the port pool and the database stay as started."""
 
 
@@ -686,6 +692,7 @@ def merge_reload(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]
         for key, old, fresh in (
             ("sip.listen", running.sip.listen, new.sip.listen),
             ("media.rtp_ports", running.media.rtp_ports, new.media.rtp_ports),
+            ("media.shared_port", running.media.shared_port, new.media.shared_port),
             ("storage.database", running.storage.database, new.storage.database),
         )
         if old != fresh
@@ -697,7 +704,8 @@ def merge_reload(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]
     applied = new.model_copy(
         update={
             "sip": new.sip.model_copy(update={"listen": running.sip.listen}),
-            "media": new.media.model_copy(update={"rtp_ports": running.media.rtp_ports}),
+            "media": new.media.model_copy(update={"rtp_ports": running.media.rtp_ports,
+                                                  "shared_port": running.media.shared_port}),
             "storage": new.storage.model_copy(update={"database": running.storage.database}),
         }
     )
@@ -764,6 +772,12 @@ def _duplicates(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], st
                                      "extension or id"))
     sip = data.get("sip")
     listen = sip.get("listen") if isinstance(sip, Mapping) else None
+    media = data.get("media")
+    if (isinstance(media, Mapping) and media.get("shared_port") is True
+            and isinstance(listen, list | tuple) and listen and isinstance(listen[0], str)
+            and "[" in listen[0]):
+        problems.append((("media", "shared_port"),
+                         "the shared RTP port is IPv4 only, and sip.listen[0] is IPv6"))
     if isinstance(listen, list | tuple):
         seen_specs: dict[str, int] = {}
         for index, spec in enumerate(listen):

@@ -106,7 +106,8 @@ class Pbx:
         )
         restored = registrar.load(load_bindings(self.engine), time.time())
         self.layer = TransactionLayer(TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4))
-        self.relay = RtpRelay(PortAllocator(*config.media.rtp_ports))
+        self.relay = RtpRelay(PortAllocator(*config.media.rtp_ports),
+                              shared_port=config.media.shared_port)
         self.media_address = config.advertised_address()
 
         def find_user(name: str) -> User | None:

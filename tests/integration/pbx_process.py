@@ -72,6 +72,7 @@ def config_text(
     ring_timeout: str = "8s",
     extra_top: str = "",
     user_extra: dict[str, str] | None = None,
+    extra_media: str = "",
 ) -> str:
     rtp = random.randrange(30000, 59000, 2)
     users = users or USERS
@@ -100,21 +101,23 @@ def config_text(
           level: info
         users:
         """
-    ) + user_yaml + extra_top
+    ).replace(f"  address: {LOOPBACK}\n", f"  address: {LOOPBACK}\n{extra_media}", 1) \
+        + user_yaml + extra_top
 
 
 @contextmanager
 def run_pbx(workdir: Path, extra_sip: str = "", port: int | None = None,
             users: dict[str, tuple[str, str, str]] | None = None,
             ring_timeout: str = "8s", extra_top: str = "",
-            user_extra: dict[str, str] | None = None) -> Iterator[PbxProcess]:
+            user_extra: dict[str, str] | None = None,
+            extra_media: str = "") -> Iterator[PbxProcess]:
     """The PBX as a subprocess on a free loopback port; ``user_extra`` adds YAML lines (indented
     four spaces) to a user's entry, e.g. ``{"carol": "    dtmf_mode: inband\\n"}``."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     cfg = workdir / "pbx.yaml"
     cfg.write_text(config_text(port, workdir, extra_sip, users, ring_timeout, extra_top,
-                               user_extra))
+                               user_extra, extra_media))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pbx", "run", "--config", str(cfg),

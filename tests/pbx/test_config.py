@@ -601,3 +601,18 @@ def test_example_routing_block_loads_when_uncommented(tmp_path: Path) -> None:
     assert sorted(config.ring_groups) == ["sales"]
     billing = config.ivr["main"].options["2"].menu
     assert billing is not None and billing.max_retries == 2  # taken from the menu above
+
+
+def test_shared_port_needs_ipv4_and_a_restart(tmp_path: Path) -> None:
+    ok = load_config(write(tmp_path, "pbx.yaml", MINIMAL + "media: {shared_port: true}\n"))
+    assert ok.media.shared_port is True
+    running = load_config(write(tmp_path, "pbx.yaml", MINIMAL))
+    applied, kept = merge_reload(running, ok)
+    assert kept == ("media.shared_port",) and applied.media.shared_port is False
+    bad = write(tmp_path, "pbx.yaml", """\
+sip:
+  listen: ["udp:[::1]:5070"]
+  domain: pbx.test
+media: {shared_port: true}
+""")
+    assert any("media.shared_port" in p and "IPv4" in p for p in problems(bad))
