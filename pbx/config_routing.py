@@ -274,6 +274,9 @@ class Trunk(BaseModel):
     """Put in front of every number called through this trunk (a tech prefix)."""
     caller_id: str | None = None
     from_domain: str | None = None
+    dtmf_mode: Literal["auto", "rfc4733", "info", "inband"] = "auto"
+    """How the PBX listens for keys from callers on this trunk (IVR menus): ``auto`` takes
+    RFC 4733 when the call negotiated it, else in-band tones; SIP INFO always."""
 
     @field_validator("host", "from_domain")
     @classmethod

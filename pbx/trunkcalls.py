@@ -180,9 +180,10 @@ def _outsider(req: Request, trunk: Trunk, region: str) -> Outsider:
     try:
         address = Address.parse(source)
     except ValueError:
-        return Outsider("anonymous", "", trunk.name)
+        return Outsider("anonymous", "", trunk.name, dtmf_mode=trunk.dtmf_mode)
     raw = address.uri.user or "anonymous"
-    return Outsider(normalise(raw, region) or raw, address.display or "", trunk.name)
+    return Outsider(normalise(raw, region) or raw, address.display or "", trunk.name,
+                    dtmf_mode=trunk.dtmf_mode)
 
 
 def _uri_user(value: str) -> str | None:

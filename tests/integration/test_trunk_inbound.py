@@ -4,6 +4,7 @@ delivers calls to the PBX's DIDs, written the ways carriers write them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,23 @@ async def test_same_call_from_an_unknown_address_is_challenged(pbx: PbxProcess) 
     res = await run_sipp(carrier(pbx, "+81312345678", source="127.0.0.3"))
     finals = _finals(trace(res.messages))
     assert finals and finals[0] == 401, _why(res, pbx=pbx)
+
+
+@pytest.mark.asyncio
+async def test_carrier_call_forwarded_to_our_did_is_matched_by_diversion(
+        pbx: PbxProcess, tmp_path: Path) -> None:
+    # The carrier forwards a call for our DID: Request-URI and To carry the number the caller
+    # dialled elsewhere, Diversion (RFC 5806) ours.
+    text = Path(_scenario("uac_carrier.xml")).read_text().replace(
+        "      P-Asserted-Identity:",
+        "      Diversion: <sip:0312345678@carrier.example>;reason=unconditional\n"
+        "      P-Asserted-Identity:", 1)
+    scenario = tmp_path / "uac_carrier_diverted.xml"
+    scenario.write_text(text)
+    async with member(pbx, "bob", "uas_answer.xml") as bob:
+        run = carrier(pbx, "0355550000")
+        run.scenario = str(scenario)
+        res = await run_sipp(run)
+        got = await bob.wait(10)
+    assert res.ok, _why(res, got, pbx=pbx)
+    assert _record(pbx, res)["answered_by"] == "bob"
