@@ -187,6 +187,13 @@ def route_dialled(
     number = config.number(normalise(text, region) or "")
     if number is not None:
         return route_target(config, number.route)
+    if text.isdigit() and phonenumbers.is_emergency_number(text, region):
+        # Emergency numbers (110, 119, 911, 112, ...) are short codes, not E.164: they go out
+        # through the trunks as dialled, with or without the outside prefix.
+        if caller is None:
+            return _FORBIDDEN
+        trunks = config.outbound_trunks()
+        return ToOutside(text, trunks) if trunks else _NO_TRUNK
     prefix = config.dialplan.outside_prefix
     if prefix is None:
         outside = normalise(text, region)
@@ -214,6 +221,8 @@ def dial_string(trunk: Trunk, e164: str, *, region: str) -> str:
     ``0312345678`` within JP, and with the region's international prefix for a number abroad
     (``01181312345678`` from US).
     """
+    if not e164.startswith("+"):
+        return trunk.prefix + e164  # a short code (emergency), dialled as it is
     if trunk.number_format == "e164":
         return trunk.prefix + e164
     if trunk.number_format == "international":

@@ -161,6 +161,15 @@ def test_outside_numbers_go_to_the_outbound_trunks_in_order(japan: Config) -> No
     )
 
 
+def test_emergency_numbers_go_out_as_dialled(japan: Config) -> None:
+    alice = japan.user_by_id("alice")
+    for code in ("110", "119"):
+        target = route_dialled(japan, code, from_trunk=False, caller=alice)
+        assert isinstance(target, ToOutside) and target.e164 == code
+        assert dial_string(target.trunks[0], code, region="JP") == target.trunks[0].prefix + code
+    assert route_dialled(japan, "110", from_trunk=True, caller=None) == NOT_FOUND
+
+
 def test_a_trunk_reaches_only_our_dids(japan: Config) -> None:
     def inbound(text: str) -> object:
         return route_dialled(japan, text, from_trunk=True, caller=None)
