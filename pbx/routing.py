@@ -187,13 +187,14 @@ def route_dialled(
     number = config.number(normalise(text, region) or "")
     if number is not None:
         return route_target(config, number.route)
-    if text.isdigit() and phonenumbers.is_emergency_number(text, region):
+    emergency = _emergency(text, config.dialplan.outside_prefix, region)
+    if emergency is not None:
         # Emergency numbers (110, 119, 911, 112, ...) are short codes, not E.164: they go out
         # through the trunks as dialled, with or without the outside prefix.
         if caller is None:
             return _FORBIDDEN
         trunks = config.outbound_trunks()
-        return ToOutside(text, trunks) if trunks else _NO_TRUNK
+        return ToOutside(emergency, trunks) if trunks else _NO_TRUNK
     prefix = config.dialplan.outside_prefix
     if prefix is None:
         outside = normalise(text, region)
@@ -211,6 +212,14 @@ def route_dialled(
         return _FORBIDDEN
     trunks = config.outbound_trunks()
     return ToOutside(outside, trunks) if trunks else _NO_TRUNK
+
+
+def _emergency(text: str, prefix: str | None, region: str) -> str | None:
+    """The emergency number ``text`` dials (the outside prefix dropped), or None."""
+    for candidate in (text, text[len(prefix):] if prefix and text.startswith(prefix) else ""):
+        if candidate.isdigit() and phonenumbers.is_emergency_number(candidate, region):
+            return candidate
+    return None
 
 
 def dial_string(trunk: Trunk, e164: str, *, region: str) -> str:

@@ -22,6 +22,7 @@ from pbx.routing import (
     ToRingGroup,
     ToService,
     ToUser,
+    _emergency,
     dial_string,
     match_did,
     normalise,
@@ -168,6 +169,8 @@ def test_emergency_numbers_go_out_as_dialled(japan: Config) -> None:
         assert isinstance(target, ToOutside) and target.e164 == code
         assert dial_string(target.trunks[0], code, region="JP") == target.trunks[0].prefix + code
     assert route_dialled(japan, "110", from_trunk=True, caller=None) == NOT_FOUND
+    assert _emergency("0110", "0", "JP") == "110"  # after an outside prefix too
+    assert _emergency("0312345678", "0", "JP") is None
 
 
 def test_a_trunk_reaches_only_our_dids(japan: Config) -> None:
