@@ -305,6 +305,7 @@ def resolve(config: Config, previous: Prompts | None = None) -> Prompts:
         resolver.issues.append(
             config.issue(("media", "hold_music"), "music is shorter than 20 ms; nothing to loop")
         )
+    resolver.issues.extend(_menu_issues(config))
     if resolver.issues:
         raise ConfigError(sorted(set(resolver.issues)))
     clips = {name: results[("prompt", name)] for name in PROMPT_NAMES}
@@ -356,6 +357,21 @@ def _option_texts(config: Config) -> Iterator[str]:
 
     for menu in config.ivr.values():
         yield from walk(menu)
+
+
+def _menu_issues(config: Config) -> list[ConfigIssue]:
+    """What the IVR engine would refuse in the configured menus (checked at load, not when
+    a caller arrives), each at its key."""
+    from ivr import menu_problems
+    from pbx.ivrservice import build_menu
+
+    issues = []
+    for name, menu in config.ivr.items():
+        for problem in menu_problems(build_menu(name, menu)):
+            # The top menu is named "ivr.<name>", so the path is the config's key path.
+            parts: list[str | int] = list(problem.path.split("."))
+            issues.append(config.issue(tuple(parts), problem.message))
+    return issues
 
 
 def _text_job(resolver: _Resolver, text: str, path: KeyPath) -> Callable[[], Frame | None]:

@@ -631,3 +631,21 @@ def test_the_running_pbx_reloads_prompts_and_keeps_the_cache(tmp_path: Path) -> 
             assert pbx.proc.poll() is None
     finally:
         srv.close()
+
+
+def test_a_menu_the_ivr_engine_cannot_run_is_a_config_error(tmp_path: Path) -> None:
+    from pbx.config import ConfigError
+    from pbx.prompts import load_resolved
+
+    path = tmp_path / "pbx.yaml"
+    path.write_text(
+        "sip:\n  listen: [\"udp:127.0.0.1:5070\"]\n  domain: pbx.test\n"
+        f"storage:\n  recordings: {tmp_path}/rec\n"
+        "users:\n  - {id: alice, extension: \"101\", password: a}\n"
+        "ivr:\n  main:\n    welcome: {text: \"Hi.\"}\n    options:\n"
+        "      \"1\":\n        label: Deep\n        menu:\n          options: {}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_resolved(path)
+    assert any(issue.key == "ivr.main.options.1.menu" and "needs options" in issue.message
+               for issue in caught.value.issues), str(caught.value)
