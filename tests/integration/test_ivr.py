@@ -109,3 +109,26 @@ async def test_inband_caller_walks_three_levels_to_the_right_phone(pbx: PbxProce
     assert [m for m in trace(got.messages) if m.method == "INVITE" and not m.sent]
     rec = _record(pbx, res)
     assert rec["answered_by"] == "carol" and rec["keys"] == "213"
+
+
+@pytest.mark.asyncio
+async def test_invalid_key_replays_the_menu_and_a_valid_one_still_connects(
+        pbx: PbxProcess) -> None:
+    async with Phone.start(name="alice") as alice, Phone.start(name="bob") as bob:
+        for phone, user in ((alice, "alice"), (bob, "bob")):
+            ext, pw, _ = USERS[user]
+            await phone.register(pbx.address, ext, pw, domain="pbx.test")
+        await alice.dial(f"sip:+81312345678@{pbx.address}")
+        await alice.wait_for("established", timeout=10)
+        await alice.send_dtmf("9")  # no option 9: "not a valid choice", then the menu again
+        await asyncio.sleep(1.0)
+        assert not bob.seen("incoming")
+        await alice.send_dtmf("1")
+        await bob.wait_for("incoming", timeout=15)
+        await bob.answer()
+        await asyncio.sleep(0.5)
+        await bob.hangup()
+        await alice.wait_for("closed", timeout=10)
+    rec = wait_rows(pbx.database, "SELECT * FROM calls WHERE answered_by = 'bob' AND "
+                    "ended_at IS NOT NULL AND caller_user = 'alice'", count=1)[-1]
+    assert rec["keys"] == "91" and rec["hangup_by"] == "callee"
