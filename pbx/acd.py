@@ -1,0 +1,691 @@
+"""Queue (ACD) selection: who waits, in which order, and which agent is offered which caller.
+
+A pure, sans-I/O core: nothing here sleeps, reads a clock or touches a socket. The host (the
+call controller) feeds it what happened, with ``now`` in seconds on one monotonic clock, and
+executes the plain action objects it returns: answer or refuse a caller, ring or stop ringing
+an agent, bridge a call. Every rule is therefore testable on a virtual clock.
+
+Agents are shared between the queues they belong to (the same :class:`Agent` object in each
+:class:`QueueState`), so an agent ringing for one queue is not offered a call from another.
+:func:`tick_all` offers across several queues fairly; :meth:`QueueState.tick` serves one queue.
+
+Strategies choose among the *eligible* agents (available, not skipped for this caller):
+``simultaneous`` rings them all; ``longest_idle`` the one idle longest since their last call
+ended or since they came back from a pause or logout; ``fewest_calls`` the one with the fewest
+answered calls today (ties: longest idle); ``round_robin`` the next in the configured order after
+the agent last offered a call, an unavailable agent keeping their place and being passed over.
+Ties always go to the agent listed first.
+
+Fairness across queues: a waiting caller's *score* is ``waited_seconds * queue.weight``. An agent
+free in several queues is offered the caller with the highest score first (ties: the earlier
+arrival, then the queue name). With the default weight 1 the longest-waiting caller wins; a
+queue of weight 2 ranks a caller who has waited 30 s with one who has waited 60 s elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final, Literal
+
+__all__ = [
+    "MAX_CALLERS", "MAX_WAIT", "STRATEGIES", "AcdError", "Action", "Admitted", "Agent",
+    "AgentBack", "AgentPaused", "AgentState", "Connected", "Full", "IntervalFigures",
+    "LiveFigures", "Offer", "OfferCancelled", "OfferExpired", "QueueParams", "QueueState",
+    "TimedOut", "Waiting", "WaitingView", "choose_queue_for_agent", "tick_all",
+]
+
+MAX_CALLERS: Final = 25
+"""The design's cap on callers waiting in one queue; config may only set lower values."""
+MAX_WAIT: Final = 1500.0
+"""The design's cap on one caller's wait (25 minutes); config may only set lower values."""
+STRATEGIES: Final = ("simultaneous", "longest_idle", "fewest_calls", "round_robin")
+"""How a queue chooses among its eligible agents."""
+
+Strategy = Literal["simultaneous", "longest_idle", "fewest_calls", "round_robin"]
+OfferOutcome = Literal["answered", "rejected", "missed"]
+
+
+class AcdError(ValueError):
+    """A request the queue cannot carry out (unknown call or agent, wrong state, bad value)."""
+
+
+class AgentState(StrEnum):
+    """What an agent is doing; only ``available`` agents are offered callers."""
+
+    AVAILABLE = "available"
+    RINGING = "ringing"
+    ON_CALL = "on_call"
+    WRAP_UP = "wrap_up"
+    PAUSED = "paused"
+    OFFLINE = "offline"
+
+
+@dataclass(slots=True)
+class Agent:
+    """One agent, shared by every queue they are a member of."""
+
+    user_id: str
+    state: AgentState = AgentState.AVAILABLE
+    since: float = 0.0
+    """When the agent entered ``state``."""
+    calls_today: int = 0
+    last_call_end: float | None = None
+    missed_in_a_row: int = 0
+    """Offers rejected or missed since the last answered one (auto-pause counts these)."""
+    paused_reason: str | None = None
+    skipped: dict[str, float] = field(default_factory=dict)
+    """Call ids this agent rejected or missed, with when: not offered those calls again soon."""
+    available_since: float = 0.0
+    """When the agent last came back from paused or offline (idle time counts from here too)."""
+    offer_call: str | None = None
+    offer_until: float = 0.0
+    wrap_until: float = 0.0
+    after_call: tuple[AgentState, str | None] | None = None
+    """A pause or logout asked for during a call, applied when the call ends."""
+
+    def idle_since(self) -> float:
+        """Since when the agent has been idle: their last call's end or their return."""
+        if self.last_call_end is None:
+            return self.available_since
+        return max(self.last_call_end, self.available_since)
+
+    def new_day(self) -> None:
+        """Start a new day's count for the ``fewest_calls`` strategy."""
+        self.calls_today = 0
+
+    def _enter(self, state: AgentState, now: float) -> None:
+        self.state = state
+        self.since = now
+
+
+@dataclass(frozen=True, slots=True)
+class QueueParams:
+    """One queue's selection parameters (the ``queues.<name>`` config, times in seconds)."""
+
+    name: str
+    strategy: Strategy = "longest_idle"
+    max_callers: int = MAX_CALLERS
+    max_wait: float = MAX_WAIT
+    ring_timeout: float = 20.0
+    """How long one offer rings before it counts as missed."""
+    wrap_up: float = 0.0
+    max_missed: int = 3
+    """Offers missed in a row before the agent is paused; 0 never pauses."""
+    weight: float = 1.0
+    retry: float = 5.0
+    """After every eligible agent skipped a caller, wait this long before offering them again."""
+    service_level: float = 20.0
+    """The service level counts callers answered within this many seconds."""
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise AcdError(f"strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}")
+        if not 1 <= self.max_callers <= MAX_CALLERS:
+            raise AcdError(f"max_callers {self.max_callers}: use 1 to {MAX_CALLERS}")
+        if not 0 < self.max_wait <= MAX_WAIT:
+            raise AcdError(f"max_wait {self.max_wait}: use more than 0 and at most {MAX_WAIT} s")
+        for key in ("ring_timeout", "weight"):
+            if not getattr(self, key) > 0:
+                raise AcdError(f"{key} {getattr(self, key)}: must be more than 0")
+        for key in ("wrap_up", "retry", "service_level", "max_missed"):
+            if not getattr(self, key) >= 0:
+                raise AcdError(f"{key} {getattr(self, key)}: must not be negative")
+
+
+@dataclass(slots=True)
+class Waiting:
+    """A caller in the waiting list."""
+
+    call_id: str
+    caller: str
+    arrived: float
+    callback: bool
+    priority: int
+    ringing: set[str] = field(default_factory=set)
+    """Agents being offered this caller right now."""
+
+
+# --- actions the host carries out -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The caller waits at ``position`` (1 is next): answer and play music."""
+
+    call_id: str
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Full:
+    """The queue is full: send the caller to ``on_full`` (or end politely)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """The caller reached ``max_wait``: send them to ``on_timeout``; stop ringing ``agents``."""
+
+    call_id: str
+    waited: float
+    agents: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """Ring ``agents`` (together) for the caller; ``callback``: ring the agent, then dial out."""
+
+    call_id: str
+    agents: tuple[str, ...]
+    callback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OfferExpired:
+    """``agent`` did not answer within ``ring_timeout``: stop ringing them (counts as missed)."""
+
+    call_id: str
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class OfferCancelled:
+    """Someone else took the caller: stop ringing ``agent`` (not counted against them)."""
+
+    call_id: str
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """Bridge the caller with ``agent``; the caller waited ``waited`` seconds."""
+
+    call_id: str
+    agent: str
+    waited: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentBack:
+    """The agent's wrap-up ended: they take calls again."""
+
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPaused:
+    """The agent was paused automatically with ``reason``."""
+
+    agent: str
+    reason: str
+
+
+Action = (
+    Admitted | Full | TimedOut | Offer | OfferExpired | OfferCancelled | Connected | AgentBack
+    | AgentPaused
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingView:
+    """One line of the waiting list as the API shows it."""
+
+    call_id: str
+    caller: str
+    position: int
+    waited: float
+    callback: bool
+    offered_to: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveFigures:
+    """The queue right now."""
+
+    waiting: int
+    longest_wait: float
+    agents: dict[str, int]
+    """Members by state (every :class:`AgentState` value is a key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalFigures:
+    """Counters since the interval started.
+
+    ``offered`` counts callers who came to the queue (admitted or not); ``overflowed`` those sent
+    away because it was full or they reached ``max_wait``. ``service_level`` is the share of
+    callers whose wait ended in the interval (answered, abandoned or timed out) who were
+    answered within ``service_level`` seconds; None when no wait ended.
+    """
+
+    start: float
+    end: float
+    offered: int
+    answered: int
+    abandoned: int
+    abandoned_wait: float
+    """Total seconds abandoned callers had waited."""
+    overflowed: int
+    average_speed_of_answer: float | None
+    service_level: float | None
+
+
+@dataclass(slots=True)
+class _Counters:
+    start: float
+    offered: int = 0
+    answered: int = 0
+    answer_wait: float = 0.0
+    answered_in_time: int = 0
+    abandoned: int = 0
+    abandoned_wait: float = 0.0
+    full: int = 0
+    timed_out: int = 0
+
+
+_ACTIVE: Final = frozenset({AgentState.RINGING, AgentState.ON_CALL, AgentState.WRAP_UP})
+
+
+class QueueState:
+    """One queue: its members in configured order, its waiting list and its figures."""
+
+    def __init__(self, params: QueueParams, members: Iterable[Agent], now: float = 0.0) -> None:
+        self.params = params
+        self.members: list[Agent] = []
+        for agent in members:
+            if any(m.user_id == agent.user_id for m in self.members):
+                raise AcdError(f"queue {params.name}: member {agent.user_id} listed twice")
+            self.members.append(agent)
+        self._waiting: list[Waiting] = []
+        self._cursor = 0  # round robin: index in members of the next agent to try
+        self._counters = _Counters(start=now)
+
+    # --- callers ---------------------------------------------------------------------
+
+    def arrive(
+        self,
+        call_id: str,
+        caller: str,
+        now: float,
+        *,
+        callback: bool = False,
+        priority: int = 0,
+    ) -> Admitted | Full:
+        """A caller comes to the queue. Higher ``priority`` waits ahead of lower; equal
+        priorities wait in arrival order. The 26th caller of a 25-caller queue is ``Full``."""
+        if self._find(call_id) is not None:
+            raise AcdError(f"call {call_id} is already waiting in queue {self.params.name}")
+        self._counters.offered += 1
+        if len(self._waiting) >= self.params.max_callers:
+            self._counters.full += 1
+            return Full(call_id)
+        index = len(self._waiting)
+        while index > 0 and self._waiting[index - 1].priority < priority:
+            index -= 1
+        self._waiting.insert(index, Waiting(call_id, caller, now, callback, priority))
+        return Admitted(call_id, index + 1)
+
+    def set_callback(self, call_id: str) -> None:
+        """The caller asked to be called back: they keep their place, no longer on the line."""
+        self._need(call_id).callback = True
+
+    def leave(self, call_id: str, now: float) -> float:
+        """The caller hung up or left by the exit key (abandoned); returns their wait. Agents
+        still ringing for them return to available (the host stops their ringing)."""
+        entry = self._need(call_id)
+        self._drop(entry, now)
+        waited = now - entry.arrived
+        self._counters.abandoned += 1
+        self._counters.abandoned_wait += waited
+        return waited
+
+    def waiting(self, now: float) -> list[WaitingView]:
+        """The waiting list in order, with positions 1..n and waiting times."""
+        return [
+            WaitingView(
+                w.call_id, w.caller, i, now - w.arrived, w.callback, tuple(sorted(w.ringing))
+            )
+            for i, w in enumerate(self._waiting, start=1)
+        ]
+
+    def position(self, call_id: str) -> int:
+        """The caller's place in line (1 is next)."""
+        return self._waiting.index(self._need(call_id)) + 1
+
+    # --- time ------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Action]:
+        """Everything due at ``now``: wrap-ups ending, offers ringing too long, waits past
+        ``max_wait``, then new offers to the callers in line (longest waiter first)."""
+        actions = self._housekeeping(now)
+        for entry in list(self._waiting):
+            offer = self._offer(entry, now)
+            if offer is not None:
+                actions.append(offer)
+        return actions
+
+    def _housekeeping(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for agent in self.members:
+            wrapped = agent.state is AgentState.WRAP_UP and agent.wrap_until <= now
+            if wrapped and self._after_call(agent, now):
+                actions.append(AgentBack(agent.user_id))
+        for entry in list(self._waiting):
+            for user_id in sorted(entry.ringing):
+                agent = self._member(user_id)
+                if agent.offer_until <= now:
+                    actions.append(OfferExpired(entry.call_id, user_id))
+                    actions.extend(self._not_taken(entry, agent, now))
+            waited = now - entry.arrived
+            if waited >= self.params.max_wait:
+                ringing = tuple(sorted(entry.ringing))
+                self._drop(entry, now)
+                self._counters.timed_out += 1
+                actions.append(TimedOut(entry.call_id, waited, ringing))
+        return actions
+
+    def _pending(self) -> list[Waiting]:
+        return [w for w in self._waiting if not w.ringing]
+
+    def _eligible(self, entry: Waiting, now: float, *, new_round: bool = True) -> list[Agent]:
+        free = [a for a in self.members if a.state is AgentState.AVAILABLE]
+        ready = [a for a in free if entry.call_id not in a.skipped]
+        if ready or not free:
+            return ready
+        # Every free agent has skipped this caller: start a new round once `retry` has passed,
+        # so an agent who just rejected is not rung again at once.
+        last = max(a.skipped[entry.call_id] for a in free)
+        if now - last < self.params.retry:
+            return []
+        if new_round:
+            for agent in self.members:
+                agent.skipped.pop(entry.call_id, None)
+        return free
+
+    def _offer(self, entry: Waiting, now: float) -> Offer | None:
+        if entry.ringing:
+            return None
+        eligible = self._eligible(entry, now)
+        if not eligible:
+            return None
+        chosen = self._choose(eligible, now)
+        for agent in chosen:
+            agent._enter(AgentState.RINGING, now)
+            agent.offer_call = entry.call_id
+            agent.offer_until = now + self.params.ring_timeout
+            entry.ringing.add(agent.user_id)
+        return Offer(entry.call_id, tuple(a.user_id for a in chosen), entry.callback)
+
+    def _choose(self, eligible: list[Agent], now: float) -> list[Agent]:
+        strategy = self.params.strategy
+        if strategy == "simultaneous":
+            return eligible
+        order = {a.user_id: i for i, a in enumerate(self.members)}
+        if strategy == "longest_idle":
+            return [min(eligible, key=lambda a: (a.idle_since(), order[a.user_id]))]
+        if strategy == "fewest_calls":
+            return [
+                min(eligible, key=lambda a: (a.calls_today, a.idle_since(), order[a.user_id]))
+            ]
+        # Round robin in the configured order: an unavailable agent keeps their place and is
+        # passed over; the next round starts after the agent last offered a call.
+        count = len(self.members)
+        ids = {a.user_id for a in eligible}
+        for step in range(count):
+            index = (self._cursor + step) % count
+            if self.members[index].user_id in ids:
+                self._cursor = (index + 1) % count
+                return [self.members[index]]
+        raise AssertionError("an eligible agent is always a member")
+
+    # --- agents ----------------------------------------------------------------------
+
+    def offer_result(
+        self, call_id: str, user_id: str, outcome: OfferOutcome, now: float
+    ) -> list[Action]:
+        """What became of an offer. ``answered``: the agent takes the call (others ringing
+        for it stop). ``rejected`` / ``missed``: the agent is skipped for this caller and, at
+        ``max_missed`` in a row, paused with reason "missed N offers"."""
+        entry = self._need(call_id)
+        agent = self._member(user_id)
+        if user_id not in entry.ringing:
+            raise AcdError(f"agent {user_id} is not being offered call {call_id}")
+        if outcome == "answered":
+            agent.missed_in_a_row = 0
+            return self._connect(entry, agent, now)
+        if outcome not in ("rejected", "missed"):
+            raise AcdError(f"offer outcome {outcome!r}: use answered, rejected or missed")
+        return self._not_taken(entry, agent, now)
+
+    def pick(self, call_id: str, user_id: str, now: float) -> list[Action]:
+        """The agent picks this waiting caller: connect them at once (anyone ringing for the
+        caller stops; an offer ringing at the picking agent is withdrawn; an agent in wrap-up
+        ends it early)."""
+        entry = self._need(call_id)
+        agent = self._member(user_id)
+        actions: list[Action] = []
+        if agent.state is AgentState.RINGING and agent.offer_call != call_id:
+            other = self._ringing_here(agent)
+            actions.append(OfferCancelled(other.call_id, user_id))
+            self._release(other, agent, now)
+        elif agent.state not in (AgentState.AVAILABLE, AgentState.RINGING, AgentState.WRAP_UP):
+            raise AcdError(f"agent {user_id} is {agent.state.value} and cannot pick a call")
+        return actions + self._connect(entry, agent, now)
+
+    def call_ended(self, user_id: str, now: float) -> list[Action]:
+        """The agent's queue call ended: wrap-up until ``now + wrap_up`` (none: back at once)."""
+        agent = self._member(user_id)
+        if agent.state is not AgentState.ON_CALL:
+            raise AcdError(f"agent {user_id} is {agent.state.value}, not on a call")
+        agent.last_call_end = now
+        if self.params.wrap_up > 0:
+            agent._enter(AgentState.WRAP_UP, now)
+            agent.wrap_until = now + self.params.wrap_up
+            return []
+        return [AgentBack(user_id)] if self._after_call(agent, now) else []
+
+    def pause(self, user_id: str, reason: str, now: float) -> list[Action]:
+        """Pause the agent with ``reason``; on a call or in wrap-up, when that ends."""
+        return self._leave_service(self._member(user_id), AgentState.PAUSED, reason, now)
+
+    def logout(self, user_id: str, now: float) -> list[Action]:
+        """Log the agent out; on a call or in wrap-up, when that ends."""
+        return self._leave_service(self._member(user_id), AgentState.OFFLINE, None, now)
+
+    def unpause(self, user_id: str, now: float) -> None:
+        """A paused agent takes calls again (a pause still pending is dropped)."""
+        agent = self._member(user_id)
+        if agent.after_call is not None and agent.after_call[0] is AgentState.PAUSED:
+            agent.after_call = None
+        if agent.state is AgentState.PAUSED:
+            self._back(agent, now)
+
+    def login(self, user_id: str, now: float) -> None:
+        """Log the agent in (a user not listed becomes a member at the end of the order)."""
+        agent = next((a for a in self.members if a.user_id == user_id), None)
+        if agent is None:
+            agent = Agent(user_id, AgentState.OFFLINE, now)
+            self.members.append(agent)
+        if agent.after_call is not None and agent.after_call[0] is AgentState.OFFLINE:
+            agent.after_call = None
+        if agent.state is AgentState.OFFLINE:
+            self._back(agent, now)
+
+    # --- figures ---------------------------------------------------------------------
+
+    def live(self, now: float) -> LiveFigures:
+        """Waiting count, longest wait and members by state."""
+        by_state = {state.value: 0 for state in AgentState}
+        for agent in self.members:
+            by_state[agent.state.value] += 1
+        longest = max((now - w.arrived for w in self._waiting), default=0.0)
+        return LiveFigures(len(self._waiting), longest, by_state)
+
+    def interval(self, now: float, *, reset: bool = True) -> IntervalFigures:
+        """The counters since the interval started; ``reset`` starts a new one at ``now``."""
+        c = self._counters
+        ended = c.answered + c.abandoned + c.timed_out
+        figures = IntervalFigures(
+            start=c.start,
+            end=now,
+            offered=c.offered,
+            answered=c.answered,
+            abandoned=c.abandoned,
+            abandoned_wait=c.abandoned_wait,
+            overflowed=c.full + c.timed_out,
+            average_speed_of_answer=c.answer_wait / c.answered if c.answered else None,
+            service_level=c.answered_in_time / ended if ended else None,
+        )
+        if reset:
+            self._counters = _Counters(start=now)
+        return figures
+
+    # --- internals -------------------------------------------------------------------
+
+    def _find(self, call_id: str) -> Waiting | None:
+        return next((w for w in self._waiting if w.call_id == call_id), None)
+
+    def _need(self, call_id: str) -> Waiting:
+        entry = self._find(call_id)
+        if entry is None:
+            raise AcdError(f"call {call_id} is not waiting in queue {self.params.name}")
+        return entry
+
+    def _member(self, user_id: str) -> Agent:
+        for agent in self.members:
+            if agent.user_id == user_id:
+                return agent
+        raise AcdError(f"{user_id} is not a member of queue {self.params.name}")
+
+    def _ringing_here(self, agent: Agent) -> Waiting:
+        entry = self._find(agent.offer_call or "")
+        if entry is None:
+            raise AcdError(
+                f"agent {agent.user_id} is ringing for call {agent.offer_call} of another queue"
+            )
+        return entry
+
+    def _release(self, entry: Waiting, agent: Agent, now: float) -> None:
+        entry.ringing.discard(agent.user_id)
+        agent.offer_call = None
+        self._after_call(agent, now)
+
+    def _drop(self, entry: Waiting, now: float) -> None:
+        """Take the caller out of line; agents ringing for them become available again."""
+        for user_id in list(entry.ringing):
+            self._release(entry, self._member(user_id), now)
+        self._waiting.remove(entry)
+        for agent in self.members:
+            agent.skipped.pop(entry.call_id, None)
+
+    def _connect(self, entry: Waiting, agent: Agent, now: float) -> list[Action]:
+        actions: list[Action] = [
+            OfferCancelled(entry.call_id, other)
+            for other in sorted(entry.ringing - {agent.user_id})
+        ]
+        entry.ringing.discard(agent.user_id)
+        self._drop(entry, now)
+        agent.offer_call = None
+        agent._enter(AgentState.ON_CALL, now)
+        agent.calls_today += 1
+        waited = now - entry.arrived
+        self._counters.answered += 1
+        self._counters.answer_wait += waited
+        if waited <= self.params.service_level:
+            self._counters.answered_in_time += 1
+        actions.append(Connected(entry.call_id, agent.user_id, waited))
+        return actions
+
+    def _not_taken(self, entry: Waiting, agent: Agent, now: float) -> list[Action]:
+        agent.skipped[entry.call_id] = now
+        agent.missed_in_a_row += 1
+        self._release(entry, agent, now)
+        limit = self.params.max_missed
+        if limit and agent.missed_in_a_row >= limit and agent.state is AgentState.AVAILABLE:
+            reason = f"missed {agent.missed_in_a_row} offers"
+            agent._enter(AgentState.PAUSED, now)
+            agent.paused_reason = reason
+            return [AgentPaused(agent.user_id, reason)]
+        return []
+
+    def _leave_service(
+        self, agent: Agent, state: AgentState, reason: str | None, now: float
+    ) -> list[Action]:
+        actions: list[Action] = []
+        if agent.state in (AgentState.ON_CALL, AgentState.WRAP_UP):
+            agent.after_call = (state, reason)
+            return actions
+        if agent.state is AgentState.RINGING:
+            entry = self._ringing_here(agent)
+            actions.append(OfferCancelled(entry.call_id, agent.user_id))
+            entry.ringing.discard(agent.user_id)
+            agent.offer_call = None
+        agent._enter(state, now)
+        agent.paused_reason = reason
+        return actions
+
+    def _after_call(self, agent: Agent, now: float) -> bool:
+        """Back to available (True), or into a pause or logout asked for meanwhile."""
+        pending, agent.after_call = agent.after_call, None
+        if pending is None:
+            agent._enter(AgentState.AVAILABLE, now)
+            return True
+        agent._enter(pending[0], now)
+        agent.paused_reason = pending[1]
+        return False
+
+    @staticmethod
+    def _back(agent: Agent, now: float) -> None:
+        agent._enter(AgentState.AVAILABLE, now)
+        agent.paused_reason = None
+        agent.missed_in_a_row = 0
+        agent.available_since = now
+
+
+def _score(queue: QueueState, entry: Waiting, now: float) -> tuple[float, float, str]:
+    # Highest weighted wait first; ties go to the earlier arrival, then the queue name.
+    return (-(now - entry.arrived) * queue.params.weight, entry.arrived, queue.params.name)
+
+
+def choose_queue_for_agent(
+    queues: Sequence[QueueState], user_id: str, now: float
+) -> QueueState | None:
+    """Of the queues ``user_id`` is a member of, the one whose first caller the agent could
+    take has the highest score ``waited * weight`` (see the module docstring); None when no
+    caller there could be offered to the agent."""
+    best: tuple[tuple[float, float, str], QueueState] | None = None
+    for queue in queues:
+        if not any(a.user_id == user_id for a in queue.members):
+            continue
+        for entry in queue._pending():
+            if user_id not in [a.user_id for a in queue._eligible(entry, now, new_round=False)]:
+                continue
+            score = _score(queue, entry, now)
+            if best is None or score < best[0]:
+                best = (score, queue)
+            break
+    return None if best is None else best[1]
+
+
+def tick_all(queues: Sequence[QueueState], now: float) -> list[Action]:
+    """:meth:`QueueState.tick` for several queues sharing agents, offered fairly: each
+    queue keeps its own order, and across queues the caller with the highest weighted wait
+    is offered first, so an agent free in several queues gets that caller."""
+    actions: list[Action] = []
+    for queue in queues:
+        actions.extend(queue._housekeeping(now))
+    lines = {id(q): (q, q._pending()) for q in queues}
+    while lines:
+        heads = [(_score(q, line[0], now), i, q) for i, (q, line) in lines.items() if line]
+        if not heads:
+            break
+        _, key, queue = min(heads, key=lambda h: (h[0], h[1]))
+        entry = lines[key][1].pop(0)
+        offer = queue._offer(entry, now)
+        if offer is not None:
+            actions.append(offer)
+    return actions
+
