@@ -286,8 +286,6 @@ class _Counters:
     timed_out: int = 0
 
 
-_ACTIVE: Final = frozenset({AgentState.RINGING, AgentState.ON_CALL, AgentState.WRAP_UP})
-
 
 class QueueState:
     """One queue: its members in configured order, its waiting list and its figures."""

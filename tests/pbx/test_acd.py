@@ -469,3 +469,64 @@ def test_random_traffic_keeps_the_invariants(
         for member in q.members:
             assert (member.state is AgentState.RINGING) == (member.user_id in rung)
             assert (member.state is AgentState.ON_CALL) == (member.user_id in on_call)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["arrive", "tick", "answer", "miss", "end"]),
+                  st.integers(0, 40), st.floats(0.0, 20.0)),
+        max_size=80,
+    ),
+    weights=st.tuples(st.floats(0.5, 3.0), st.floats(0.5, 3.0)),
+)
+def test_queues_sharing_agents_never_offer_one_agent_twice(
+    ops: list[tuple[str, int, float]], weights: tuple[float, float]
+) -> None:
+    shared = agents("a", "b", "c")
+    queues = [
+        QueueState(QueueParams("sales", "round_robin", weight=weights[0], wrap_up=3.0),
+                   shared[:2]),
+        QueueState(QueueParams("support", "simultaneous", weight=weights[1], wrap_up=3.0),
+                   shared[1:]),
+    ]
+    now, serial = 0.0, 0
+    for op, pick, step in ops:
+        now += step
+        q = queues[pick % 2]
+        line = q.waiting(now)
+        entry = line[pick % len(line)] if line else None
+        if op == "arrive":
+            serial += 1
+            q.arrive(f"c{serial}", "+1555", now)
+        elif op == "tick":
+            ringing = {u for queue in queues for w in queue.waiting(now) for u in w.offered_to}
+            for action in tick_all(queues, now):
+                if isinstance(action, OfferExpired):
+                    ringing.discard(action.agent)
+                elif isinstance(action, TimedOut):
+                    ringing -= set(action.agents)
+                elif isinstance(action, Offer):
+                    assert not set(action.agents) & ringing
+                    ringing |= set(action.agents)
+        elif op in ("answer", "miss") and entry is not None and entry.offered_to:
+            user = entry.offered_to[pick % len(entry.offered_to)]
+            q.offer_result(entry.call_id, user, "answered" if op == "answer" else "missed", now)
+        elif op == "end":
+            busy = [a for a in q.members if a.state is AgentState.ON_CALL]
+            if busy:
+                q.call_ended(busy[0].user_id, now)
+        rung = [u for queue in queues for w in queue.waiting(now) for u in w.offered_to]
+        assert len(rung) == len(set(rung))
+        for agent in shared:
+            assert (agent.state is AgentState.RINGING) == (agent.user_id in rung)
+
+
+def test_an_agent_in_wrap_up_may_pick_a_caller_and_ends_wrap_up() -> None:
+    q = queue("round_robin", members=("a",), wrap_up=60.0)
+    serve(q, "x", 0.0)
+    q.call_ended("a", 10.0)
+    q.arrive("y", "2", 11.0)
+    assert q.pick("y", "a", 12.0) == [Connected("y", "a", 1.0)]
+    assert q.members[0].state is AgentState.ON_CALL
+    assert q.tick(80.0) == []
