@@ -87,13 +87,14 @@ class LocalBridge:
 
         def moved(resp: Response | None) -> None:
             call.reinvite_pending = False
+            if resp is not None and 200 <= resp.status < 300:
+                self.transfers._ack(dialog, peer, resp)  # every 2xx is ACKed (RFC 3261 13.2.2.4)
             if resp is None or not 200 <= resp.status < 300 or call.state != "answered":
                 logger.info("call %s: the caller could not be moved to the answering phone",
                             call.id)
                 if call.state == "answered":
                     self.hangup(call, "caller refused the media change")
                 return
-            self.transfers._ack(dialog, peer, resp)
             if resp.body and resp.content_type == "application/sdp":
                 self._relay_answer(call, "a", resp.body)
             self.local.hand_over(local)

@@ -398,7 +398,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge):
 
     def _unanswered(self, call: Call) -> None:
         """Every step has rung (or had nobody to ring) without an answer."""
-        if call.group is not None and self._group_fallback(call):
+        if call.group is not None and call.a_local is None and self._group_fallback(call):
             return
         if call.timed_out:
             self._fail_a(call, 480, "no answer", "no_answer", reason="No Answer")
@@ -658,6 +658,9 @@ class CallController(InDialog, TrunkCalls, LocalBridge):
             fork.cancel_pending = True
             return
         fork.cancel_pending = False
+        if fork.cancelled:
+            return
+        fork.cancelled = True
         inv = fork.invite
         h = Headers()
         h.add("Via", inv.headers.get("Via") or "")
@@ -736,7 +739,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge):
             return
         self.local.check_media(now, timeout)
         for call in list(self.calls.values()):
-            if call.state != "answered" or call.held or call.relay is None:
+            if call.state != "answered" or call.held or call.relay is None \
+                    or call.answered_at is None:  # a caller still being moved to the phone
                 continue
             last = max(
                 call.relay.last_rx(Leg.A) or call.answered_mono,
@@ -764,9 +768,17 @@ class CallController(InDialog, TrunkCalls, LocalBridge):
     ) -> None:
         if call.state == "ended":
             return
+        was = call.state
         call.state = "ended"
         if call.ring_timer is not None:
             call.ring_timer.cancel()
+        local = call.a_local
+        if local is not None and local.state != "bridged":
+            # A caller the PBX had answered (an IVR): if nobody answered, it goes back there;
+            # if the call ended while the caller was being moved to the phone, it ends too.
+            self._local_failed(call, code or 487)
+            if was == "answered":
+                self.local.ended_elsewhere(local, cause, by or "system")
         self.transfers.abort(call)
         self.calls.pop(call.id, None)
         self._by_server_key.pop(call.a_key, None)

@@ -79,6 +79,8 @@ class Fork:
     provisional: bool = False
     done: bool = False
     cancel_pending: bool = False
+    cancelled: bool = False
+    """A CANCEL went out (a second one on the same branch is not allowed)."""
     status: int | None = None
     step: int = 0
     """The ring step (see :class:`RingStep`) this phone rings in."""
@@ -173,6 +175,8 @@ class Call:
     last_sdp: dict[Side, SessionDescription] = field(default_factory=dict)
     """The last SDP with an audio stream each side sent (see _relay_answer)."""
     held: bool = False
+    holder: Side | None = None
+    """The side that put the call on hold (its leg is muted until resume)."""
     """The last offer in the call put one side on hold (RTP may stop: no media timeout)."""
 
     transfer: Transfer | None = None

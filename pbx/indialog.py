@@ -114,6 +114,8 @@ class InDialog:
         other = other_side(side)
         od, op = call.dialog(other), call.peer(other)
         if od is None or op is None:
+            if req.method == "INVITE":
+                call.reinvite_pending = False
             app.respond(key, req, 481)
             return
         body = req.body
@@ -121,7 +123,10 @@ class InDialog:
             if req.method in ("INVITE", "UPDATE"):
                 was_held, call.held = call.held, is_hold(body)
                 if call.held != was_held:
-                    self._hold_music(call, side, call.held)
+                    # Resume: whoever sends it, the muted leg is the one that put it on hold.
+                    holder = side if call.held else (call.holder or side)
+                    call.holder = side if call.held else None
+                    self._hold_music(call, holder, call.held)
             body = self._relay_answer(call, side, body) or body
         fwd = od.create_request(req.method, app.contact(op), body=body)
         fwd.headers.set("Max-Forwards", str(max(0, max_forwards(req) - 1)))

@@ -258,6 +258,16 @@ class LocalCalls:
 
     async def _answer(self, call: LocalCall, offer: SessionDescription, service: Service,
                       name: str) -> None:
+        try:
+            await self._answer_call(call, offer, service, name)
+        except Exception:
+            # A fault of ours must not leave the caller with nothing but 100 Trying.
+            logger.exception("call %s: could not be answered", call.id)
+            if call.state == "answering":
+                self._refuse(call, 500, "Internal error")
+
+    async def _answer_call(self, call: LocalCall, offer: SessionDescription,
+                           service: Service, name: str) -> None:
         app = self.app
         # Negotiate first (the port is not known before binding): codec and telephone-event.
         probe = audio_answer(offer, app.media_address, 2, call.sdp_id, 0)
@@ -436,6 +446,12 @@ class LocalCalls:
         if call.dialog is not None:
             self.calls._send_bye(call.dialog, call.peer)
         self._end(call, "no_answer" if call.missed else "answered", cause, "system", None)
+
+    def ended_elsewhere(self, call: LocalCall, cause: str, by: str) -> None:
+        """The caller's dialog was ended by the call it was being connected to (a BYE already
+        went out): end the local call without another BYE."""
+        if call.state == "answered":
+            self._end(call, "answered", cause, by, None)
 
     def hangup_all(self, cause: str) -> None:
         for call in list(self.active.values()):

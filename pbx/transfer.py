@@ -60,6 +60,7 @@ from .callstate import (
     other_side,
     utcnow,
 )
+from .presence import PresenceState
 from .records import CallTransferred
 
 if TYPE_CHECKING:
@@ -184,6 +185,13 @@ class Transfers:
             return
         if not target.call_waiting and self.calls._on_a_call(target.id):
             app.respond(key, req, 486, "Transfer target busy")
+            return
+        presence = app.presence.get(target.id)
+        if presence is PresenceState.DO_NOT_DISTURB:
+            app.respond(key, req, 486, "Transfer target on do not disturb")
+            return
+        if presence is PresenceState.OFFLINE:
+            app.respond(key, req, 480, "Transfer target offline")
             return
         y = other_side(side)
         offer = self._offer_for_new_party(call, y)
