@@ -99,8 +99,12 @@ class Latch:
             self._latched[i] = addr
             return True
         if addr != latched:
-            self.dropped_foreign += 1
-            return False
+            if addr != self._expected[i]:
+                self.dropped_foreign += 1
+                return False
+            # The phone's own SDP address takes the leg back from a stranger who latched it
+            # first (RTP injection on an idle port), as in the relay.
+            self._latched[i] = addr
         return True
 
     def destination(self, rtcp: bool = False) -> Address | None:

@@ -137,7 +137,9 @@ class MmsgBuffers:
             n = int(_sendmmsg(fd, base + done * _HDR, count - done, _MSG_DONTWAIT))
             if n < 0:
                 err = ctypes.get_errno()
-                if err in (errno.EAGAIN, errno.ENOBUFS, errno.EINTR):
+                if err == errno.EINTR:
+                    continue  # a signal: send the rest again (bounded by the loop)
+                if err in (errno.EAGAIN, errno.ENOBUFS):
                     break
                 failed.append(done)  # this one message is refused; go on after it
                 n = 1

@@ -319,8 +319,14 @@ class RelaySession:
             self._routes[i] = (leg, addr)
             self._refresh()
         elif addr != latched:
-            self._dropped_foreign[leg] += 1
-            return None
+            if addr != self._expected[i]:
+                self._dropped_foreign[leg] += 1
+                return None
+            # The phone itself, from the address its SDP gave, takes the leg back from
+            # whoever latched it first (RTP injection / "RTP bleed" on an idle port).
+            channel.latched = addr
+            self._routes[i] = (leg, addr)
+            self._refresh()
         self._last_rx[leg] = now
         # This packet is counted below (forwarded or accepted): observe() must not see it again.
         channels = self.channels

@@ -39,6 +39,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
+import numpy as np
+
 from media.relay import (
     Address,
     Leg,
@@ -156,8 +158,9 @@ class SharedRelayHandle(RelayHandle):
         if self._final is not None:
             return self._final.leg(leg).last_rx
         slot = self._base + leg
-        last = max(float(self._engine.rtp.table.last[slot]),
-                   float(self._engine.rtcp.table.last[slot]))
+        # fmax ignores a NaN (a channel that never received) where max() would return it.
+        last = float(np.fmax(self._engine.rtp.table.last[slot],
+                             self._engine.rtcp.table.last[slot]))
         return None if math.isnan(last) else last
 
     @property

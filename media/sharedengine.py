@@ -234,6 +234,7 @@ class SharedEngine:
 
     def release(self, base: int) -> None:
         """Free the call whose leg A is slot ``base``."""
+        freed = [self.remote[slot] for slot in (base, base + 1)]
         for slot in (base, base + 1):
             self.set_recorder(slot, None)
             self.set_xcode(slot, None)
@@ -242,6 +243,17 @@ class SharedEngine:
             self.remote[slot] = None
             self.muted[slot] = False
         self.free.append(base)
+        # A phone in two calls at once (call waiting) gave its address to the newer call's
+        # leg; now that that call is over, the older leg gets it back.
+        for addr in freed:
+            if addr is None:
+                continue
+            for other, remote in enumerate(self.remote):
+                if remote == addr and self.rtp.table.key[other] < 0:
+                    self.rtp.table.set_key(other, addr)
+                    # RFC 3550 11: RTCP on port + 1 (an a=rtcp address is not kept here).
+                    self.rtcp.table.set_key(other, (addr[0], addr[1] + 1))
+                    self.refresh(other & ~1)
 
     def refresh(self, base: int) -> None:
         """Recompute whether each leg of call ``base`` forwards (after its state changed)."""
@@ -283,6 +295,8 @@ class SharedEngine:
         # One copy of the rows' used bytes, then a slice per packet: the mixer keeps bytes.
         lengths = buf.lengths[index]
         width = int(lengths.max())
+        if width == 0:
+            return  # empty datagrams (keep-alives): nothing to record
         blob = buf.data[index, :width].tobytes()
         if int(lengths.min()) == width:  # one size (G.711 at one ptime): nearly always
             packets = [blob[i : i + width] for i in range(0, len(blob), width)]

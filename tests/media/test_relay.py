@@ -84,12 +84,23 @@ def test_latches_to_the_real_source_behind_nat() -> None:
 def test_foreign_source_is_ignored_after_latching() -> None:
     session = bridged()
     session.on_packet(A, RTP, NAT_A, False, 1.0)
-    assert session.on_packet(A, RTP, PHONE_A, False, 2.0) is None  # even the SDP address
     assert session.on_packet(A, RTP, ("192.0.2.66", 4000), False, 2.0) is None
     stats = session.stats().a
-    assert stats.dropped_foreign == 2
+    assert stats.dropped_foreign == 1
     assert stats.rtp_packets == 1
     assert session.last_rx(A) == 1.0
+
+
+def test_the_sdp_address_takes_the_leg_back_from_whoever_latched_first() -> None:
+    # RTP injection on an idle port ("RTP bleed"): a stranger's packet arrives before the
+    # phone's; the phone, sending from the address its SDP gave, still gets its leg back.
+    session = bridged()
+    stranger = ("198.51.100.66", 5000)
+    assert session.on_packet(A, RTP, stranger, False, 1.0) == (B, PHONE_B)
+    assert session.on_packet(A, RTP, PHONE_A, False, 2.0) == (B, PHONE_B)
+    assert session.stats().a.latched == PHONE_A
+    assert session.on_packet(A, RTP, stranger, False, 3.0) is None
+    assert session.on_packet(B, RTP, PHONE_B, False, 3.0) == (A, PHONE_A)
 
 
 def test_re_invite_with_new_address_unlatches_and_relatches() -> None:

@@ -473,3 +473,39 @@ async def test_rtp_relay_chooses_the_shared_port_by_argument() -> None:
         assert one.port(A) != two.port(A) and per_call.shared is None
     finally:
         await per_call.close()
+
+
+@pytest.mark.asyncio
+async def test_the_older_call_gets_its_phone_back_when_the_newer_one_ends(
+        relay: RtpRelay) -> None:
+    # A phone with one RTP port takes a second call (call waiting); when that call ends, the
+    # first call's audio flows again.
+    a, b, c = phone(2), phone(3), phone(4)
+    try:
+        first = await call(relay, a, b)
+        second = await relay.open_session(HOST)
+        second.set_remote(A, addr(a))
+        second.set_remote(B, addr(c))
+        await second.close()
+        a.sendto(rtp(1), (HOST, first.port(A)))
+        assert len(await receive(b)) == 1
+    finally:
+        await relay.close()
+        for s in (a, b, c):
+            s.close()
+
+
+@pytest.mark.asyncio
+async def test_an_empty_keepalive_from_a_recorded_leg_is_harmless(relay: RtpRelay) -> None:
+    a, b = phone(2), phone(3)
+    sink = Sink()
+    try:
+        handle = await call(relay, a, b)
+        handle.set_recorder(sink)
+        a.sendto(b"", (HOST, handle.port(A)))
+        a.sendto(rtp(1), (HOST, handle.port(A)))
+        assert len(await receive(b)) >= 1
+    finally:
+        await relay.close()
+        for s in (a, b):
+            s.close()
