@@ -286,7 +286,6 @@ class _Counters:
     timed_out: int = 0
 
 
-
 class QueueState:
     """One queue: its members in configured order, its waiting list and its figures."""
 
