@@ -41,6 +41,7 @@ _AUDIO_PTS = (0, 8)  # PCMU, PCMA (RFC 3551 6)
 #: A timestamp more than this many samples away from where real time allows is not a jump
 #: in the audio but a new stream (a phone restarted it with a new base).
 _MAX_SKEW = 2 * RATE
+_LAG_SECONDS = 0.25
 #: Audio placed further than this ahead of the last take is dropped, bounding memory.
 _MAX_AHEAD = 10 * RATE
 _ULAW = ulaw_decode(bytes(range(256)))
@@ -65,6 +66,7 @@ class RecordingMixer:
 
     __slots__ = (
         "_floor",
+        "_lag_limit",
         "_pauses",
         "_pending",
         "_restart",
@@ -86,6 +88,9 @@ class RecordingMixer:
         self._written = 0  # samples handed out so far
         self._seen = 0  # the latest timeline position known to have passed (for sanity checks)
         self._floor = 0  # where the last take was: later packets arrived after it
+        # How far behind real time a stream's newest packet may be before the stream is moved
+        # to now (jitter and the late-packet margin stay below it).
+        self._lag_limit = round(max(margin, _LAG_SECONDS) * RATE)
 
     # -- the relay's side (media.relay.PacketSink) -------------------------------------------
 
@@ -312,6 +317,11 @@ class RecordingMixer:
             bad = (ssrc != stream.ssrc) | (pos > self._seen + _MAX_SKEW) | (
                 pos + length < self._written - _MAX_SKEW
             )
+            if not rebased and int(pos[-1]) + length < self._seen - self._lag_limit:
+                # Even the newest packet lands further back than the late-packet margin: the
+                # stream lags real time (a slow clock, a pause without a timestamp jump). Move
+                # it to now instead of writing it into the past, where it would be lost.
+                bad[:] = True
             bad[0] &= not rebased  # a stream just rebased on this packet takes it
             cut = int(np.argmax(bad)) if bad.any() else len(ts)
             if cut:

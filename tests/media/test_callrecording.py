@@ -218,3 +218,32 @@ def test_a_leg_back_from_silence_with_a_new_ssrc_is_not_dropped_as_late() -> Non
     assert left[:4000].min() > 900
     assert (left > 2900).sum() == 50 * 160  # all of it, after the silence
     assert int(np.flatnonzero(left > 2900)[0]) >= 3 * RATE - 1600
+
+
+def test_a_stream_that_resumes_without_a_timestamp_jump_is_not_lost() -> None:
+    # A phone silent for a second (a short hold) that then goes on with contiguous timestamps:
+    # its audio after the gap must land at its arrival time, not in the already written past.
+    from media.callrecording import RecordingMixer
+
+    def packet(seq: int) -> bytes:
+        return (bytes([0x80, 0]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big")
+                + (7).to_bytes(4, "big") + b"\x00" * 160)
+
+    mixer = RecordingMixer(0.0)
+    out, sink, seq, t, next_take = [], None, 0, 0.01, 1.0
+    while t < 20:
+        while next_take <= t:
+            out.append(mixer.take(next_take)[0])
+            next_take += 1
+        if not 5 <= t < 6:
+            p = packet(seq)
+            if sink is None:
+                sink = mixer.capture(0, p, t)
+            else:
+                sink.append(p)
+            seq += 1
+        t += 0.02
+    out.append(mixer.take_all()[0])
+    audio = np.concatenate(out)
+    after = audio[7 * 8000: 19 * 8000]
+    assert np.count_nonzero(after) / len(after) > 0.98
