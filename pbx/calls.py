@@ -15,6 +15,7 @@ opening the relay's sockets when a call starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -30,6 +31,7 @@ from media.sdp import (
 )
 from media.transcode import Transcoding, g711_formats, offer_both_g711, rename_format
 from sip.dialog import Dialog, new_call_id, new_tag
+from sip.errors import LocalSipError
 from sip.message import CSeq, Headers, Request, Response
 from sip.registrar import Binding
 from sip.transaction import Peer
@@ -479,6 +481,10 @@ class CallController(InDialog, TrunkCalls, LocalBridge):
     def _sdp_for(self, call: Call, side: Side, sd: SessionDescription) -> bytes:
         """``sd`` rewritten to send on leg ``side``: the relay's port for that leg, our address."""
         assert call.relay is not None
+        if side == "a" and call.a_local is not None and call.a_local.state != "bridged":
+            # RFC 3264 8: the caller's dialog may have had offers of its own meanwhile (hold
+            # during ringback); the version only goes up.
+            call.sdp_version["a"] = max(call.sdp_version["a"], call.a_local.sdp_version)
         call.sdp_version[side] += 1
         out = rewrite_for_anchor(
             sd, self.app.media_address, call.relay.port(leg_of(side)),
@@ -717,8 +723,10 @@ class CallController(InDialog, TrunkCalls, LocalBridge):
             fw = self._forwarded.pop(key)
             if fw.request.method == "INVITE":
                 fw.call.reinvite_pending = False
-            if fw.call.state != "ended":
-                self.app.respond(fw.origin_key, fw.origin_request, 408)
+            # Ended or not, the phone's request gets its final answer (RFC 3261 15.1.2).
+            with contextlib.suppress(LocalSipError):
+                self.app.respond(fw.origin_key, fw.origin_request,
+                                 408 if fw.call.state != "ended" else 487)
         elif key in self._by_server_key:
             # Our 2xx to the caller was never ACKed (RFC 3261 13.3.1.4): end the call.
             call = self._by_server_key[key]

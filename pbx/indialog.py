@@ -7,12 +7,14 @@ Mixed into :class:`pbx.calls.CallController`, which owns the state used here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from media.g711 import Codec, get_codec
 from media.player import FrameSource, RtpStream
 from sip.dialog import Dialog
+from sip.errors import LocalSipError
 from sip.message import Request, Response
 from sip.transaction import Peer
 
@@ -159,6 +161,11 @@ class InDialog:
                 app.layer.send_ack(ack, op)
                 self._remember_ack(od, ack, op)
         if call.state == "ended":
+            if final and fw.origin_request.method != "BYE":
+                # RFC 3261 15.1.2: the other side hung up meanwhile; the request still gets
+                # its final answer.
+                with contextlib.suppress(LocalSipError):
+                    app.respond(fw.origin_key, fw.origin_request, 487)
             return
         out = app.make_response(fw.origin_request, resp.status, resp.reason)
         if resp.body:

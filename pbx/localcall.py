@@ -397,6 +397,9 @@ class LocalCalls:
         """A re-INVITE or UPDATE (hold, a new address): answer with the same port."""
         app = self.app
         assert call.dialog is not None and call.media is not None
+        if req.method == "INVITE" and call.bridge is not None and call.bridge.reinvite_pending:
+            app.respond(key, req, 491)  # RFC 3261 14.1: our move re-INVITE is under way
+            return
         sdp: bytes | None = None
         if req.body:
             try:
