@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 #: How long one slice of a tick may hold the event loop, in seconds (a recording takes about
 #: 50-100 µs a second of audio); packets that arrive meanwhile wait at most this long.
 SLICE_SECONDS = 0.0005
+#: Ticks (seconds of audio for every recorded call) the writer thread may fall behind before
+#: new audio is dropped instead of queued.
+MAX_BACKLOG = 120
 
 _Chunk = list[tuple[StereoRecorder, NDArray[np.int16], NDArray[np.int16]]]
 
@@ -67,6 +71,10 @@ class Recordings:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder",
                                           initializer=_below_the_loop)
         self._queue: list[str] = []  # calls still to be handled in the current tick
+        # Seconds of audio handed to the writer thread and not yet written.
+        self._backlog = 0
+        self._backlog_lock = threading.Lock()
+        self._stalled = False
         self._queue_now = 0.0
         self._scheduled: asyncio.Handle | None = None
 
@@ -183,7 +191,25 @@ class Recordings:
             if len(left):
                 chunk.append((rec.recorder, left, right))
         if chunk:
-            self._writer.submit(_write, chunk)
+            with self._backlog_lock:
+                backlog = self._backlog
+                if backlog < MAX_BACKLOG:
+                    self._backlog += 1
+            if backlog >= MAX_BACKLOG:
+                # The disk has stopped taking writes (a hung mount): drop this second rather
+                # than grow without limit; say so once per stall.
+                if not self._stalled:
+                    self._stalled = True
+                    logger.error("recordings: the disk is not keeping up (%d seconds queued); "
+                                 "dropping audio until it does", backlog)
+                return
+            self._stalled = False
+            future = self._writer.submit(_write, chunk)
+            future.add_done_callback(self._written_one)
+
+    def _written_one(self, _future: object) -> None:
+        with self._backlog_lock:
+            self._backlog -= 1
 
 
 def _below_the_loop() -> None:
