@@ -323,6 +323,12 @@ class Transfers:
         if resp is not None and 200 <= resp.status < 300 and dialog is not None \
                 and peer is not None:
             self._ack(dialog, peer, resp)
+        if t.done:
+            # Aborted meanwhile (a party hung up): the target was pointed at a relay that is
+            # going away, so its consultation call ends too.
+            if consult.state == "answered":
+                self.calls.hangup(consult, "transfer aborted")
+            return
         if answer is None or call.state != "answered" or consult.state != "answered" \
                 or dialog is None or peer is None:
             consult.transfer = None
@@ -425,6 +431,7 @@ class Transfers:
             return
         t.done = True
         call.transfer = None
+        t.call.transfer = None
         if t.timer is not None:
             t.timer.cancel()
         self._cancel_forks(t)
