@@ -75,7 +75,7 @@ class LocalBridge:
         self.calls[call.id] = call
         local.bridge = call
         local.stream(ringback())
-        call.setup_task = loop.create_task(self._start(call))
+        call.setup_task = self.app.spawn(self._start(call))
         return result
 
     def _answered_for_local(self, call: Call, body: bytes) -> None:

@@ -268,7 +268,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge):
             )
         )
         app.respond(key, req, 100)
-        asyncio.get_running_loop().create_task(self._start(call))
+        self.app.spawn(self._start(call))
 
     def _on_a_call(self, user_id: str, ignore: Call | None = None) -> bool:
         """Whether ``user_id`` is in a call other than ``ignore``: its caller, its answered
@@ -801,7 +801,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge):
             if logger.isEnabledFor(logging.INFO):
                 logger.info("call %s ended: %s (%s)%s", call.id, disposition, cause,
                             media_summary(call.relay))
-            asyncio.get_running_loop().create_task(call.relay.close())
+            self.app.spawn(call.relay.close())
         if disposition != "answered":
             by = by or "system"
         ended = utcnow()

@@ -236,7 +236,7 @@ class LocalCalls:
             started_at=call.started,
         ))
         app.respond(key, req, 100)
-        asyncio.get_running_loop().create_task(self._answer(call, offer, service, name))
+        self.app.spawn(self._answer(call, offer, service, name))
 
     def take_over(self, ringing: Call, service: Service, name: str, *,
                   missed: bool = False) -> None:
@@ -253,8 +253,7 @@ class LocalCalls:
         )
         self.active[call.id] = call
         self._by_key[call.txn_key] = call
-        asyncio.get_running_loop().create_task(
-            self._answer(call, ringing.a_offer, service, name))
+        self.app.spawn(self._answer(call, ringing.a_offer, service, name))
 
     async def _answer(self, call: LocalCall, offer: SessionDescription, service: Service,
                       name: str) -> None:
@@ -312,7 +311,7 @@ class LocalCalls:
         app.flush()
         logger.info("call %s: %s answered %s for %s", call.id, name, call.number,
                     call.caller.id)
-        call.task = asyncio.get_running_loop().create_task(self._run(call, service, name))
+        call.task = self.app.spawn(self._run(call, service, name))
 
     async def _run(self, call: LocalCall, service: Service, name: str) -> None:
         cause = f"{name} finished"
@@ -362,7 +361,7 @@ class LocalCalls:
         if call.dialog is not None:
             self._by_dialog.pop((call.dialog.call_id, call.tag), None)
         if call.media is not None:
-            asyncio.get_running_loop().create_task(call.media.close())
+            self.app.spawn(call.media.close())
 
     # -- requests inside the dialog ----------------------------------------------------------
     def on_in_dialog(self, req: Request, key: str) -> bool:
@@ -502,7 +501,7 @@ class LocalCalls:
                             "%.1f ms, %d ignored, %d malformed, %d concealed frames), keys %r",
                             call.id, disposition, cause, call.media.packets, lost, jitter,
                             leg.ignored, leg.malformed, leg.concealed, "".join(call.keys))
-            asyncio.get_running_loop().create_task(call.media.close())
+            self.app.spawn(call.media.close())
         ended = utcnow()
         if call.answered_at is not None and not call.missed:
             duration = (ended - call.answered_at).total_seconds()

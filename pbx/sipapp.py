@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from media.playback import PlaybackEngine
 from media.player import FrameSource
@@ -107,6 +107,7 @@ class SipApp:
         #: Users' presence (the server replaces it with one backed by the database).
         self.presence = Presence(lambda _job: None)
         self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.apply_config(config)
 
     def apply_config(self, config: Config) -> None:
@@ -121,6 +122,14 @@ class SipApp:
         self.record_calls = config.recording.enabled
 
     # -- helpers used by the services --------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` as a task the PBX keeps a reference to until it is done (the event
+        loop itself only keeps a weak one)."""
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def now(self) -> float:
         return self._loop.time()
 
