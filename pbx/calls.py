@@ -14,7 +14,6 @@ opening the relay's sockets when a call starts.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -47,7 +46,6 @@ from .callstate import (
     Outsider,
     RingStep,
     Side,
-    best_failure,
     display_name,
     leg_of,
     max_forwards,
@@ -58,11 +56,11 @@ from .callstate import (
 )
 from .indialog import InDialog
 from .ivrservice import ivr_service
-from .localcall import LocalCall, LocalCalls
+from .localcall import LocalCalls
 from .presence import PresenceState
 from .records import CallAnswered, CallEnded, CallStarted
+from .ringing import Ringing
 from .routing import (
-    AVAILABLE,
     Refuse,
     Target,
     ToIvr,
@@ -70,13 +68,11 @@ from .routing import (
     ToRingGroup,
     ToService,
     ToUser,
-    ring_plan,
     route_dialled,
-    route_target,
 )
 from .services import builtin_services
 from .transfer import Transfers
-from .trunkcalls import TrunkCalls, try_next_trunk
+from .trunkcalls import TrunkCalls
 
 if TYPE_CHECKING:
 
@@ -87,10 +83,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Ring group fallbacks followed by one call at most.
-_MAX_HOPS = 5
-
-class CallController(InDialog, TrunkCalls, LocalBridge):
+class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
     def __init__(self, app: SipApp) -> None:
         self.app = app
         self.calls: dict[str, Call] = {}
@@ -195,59 +188,6 @@ class CallController(InDialog, TrunkCalls, LocalBridge):
         to_number = callee.extension if dialled == callee.id else dialled
         self._begin(call, req, key, to_number=to_number, callee_user=callee.id)
 
-    def _call_group(self, req: Request, peer: Peer, key: str, caller: User | Outsider,
-                    target: ToRingGroup, offer: SessionDescription | None, dialled: str,
-                    ) -> None:
-        """A ring group: its members ring step by step (see :meth:`_next_step`); when nobody
-        answers, the group's fallback route, else the unavailable prompt."""
-        plan = self._group_plan(target)
-        first = plan[0].users[0] if plan else caller
-        call = Call(
-            id=str(uuid.uuid4()), caller=caller, callee=first, a_invite=req, a_key=key,
-            a_peer=peer, a_tag=new_tag(), a_offer=offer, started=utcnow(), plan=plan,
-            group=target.name, fallback=target.group.fallback,
-        )
-        self._begin(call, req, key, to_number=dialled or target.name, callee_user=None)
-
-    def plan_for(self, target: Target) -> tuple[list[RingStep], str | None] | tuple[int, None]:
-        """What ringing ``target`` means now (steps, and the ring group's name), or the SIP
-        status why nobody can be rung (used when an IVR connects a caller)."""
-        app = self.app
-        if isinstance(target, ToUser):
-            user = target.user
-            presence = app.presence.get(user.id)
-            if presence is PresenceState.DO_NOT_DISTURB:
-                return 486, None
-            if presence is not PresenceState.AVAILABLE or not app.lookup(user.id):
-                return 480, None
-            if not user.call_waiting and self._on_a_call(user.id):
-                return 486, None
-            return [RingStep((user,), app.ring_timeout)], None
-        if isinstance(target, ToRingGroup):
-            plan = self._group_plan(target)
-            return (plan, target.name) if plan else (480, None)
-        return 404, None
-
-    def _group_plan(self, target: ToRingGroup) -> list[RingStep]:
-        app = self.app
-        states: dict[str, str] = {}
-        for member in target.group.members:
-            user = app.config.user_by_id(member)
-            if user is None:
-                continue
-            presence = app.presence.get(member)
-            if presence is not PresenceState.AVAILABLE:
-                states[member] = presence.value
-            elif not app.lookup(member):
-                states[member] = "unregistered"
-            elif not user.call_waiting and self._on_a_call(member):
-                states[member] = "on_call"
-            else:
-                states[member] = AVAILABLE
-        steps = ring_plan(target.group, states, app.config.user_index())
-        seconds = float(target.group.ring_seconds)
-        return [RingStep(tuple(users), seconds) for users in steps]
-
     def _begin(self, call: Call, req: Request, key: str, *, to_number: str,
                callee_user: str | None, direction: str | None = None) -> None:
         app = self.app
@@ -343,114 +283,6 @@ class CallController(InDialog, TrunkCalls, LocalBridge):
         call.state = "ringing"
         self._next_step(call)
         app.flush()
-
-    # -- ringing, step by step ----------------------------------------------------------------
-    def _next_step(self, call: Call) -> None:
-        """Ring the next step of the call's plan that has a phone to ring; when none is left,
-        the call is unanswered. Users on a call (without call waiting) and users with no
-        registered phone are skipped without using up their time."""
-        app = self.app
-        while call.state == "ringing":
-            call.step += 1
-            if call.step >= len(call.plan):
-                self._unanswered(call)
-                return
-            step = call.plan[call.step]
-            sent = 0
-            if step.trunk is not None:
-                trunk_peer = call.trunk_peers.get(step.trunk.name)
-                if trunk_peer is not None:
-                    self._send_trunk_fork(call, step, trunk_peer)
-                    sent += 1
-            for user in step.users:
-                if not app.presence.available(user.id):
-                    continue
-                if not user.call_waiting and self._on_a_call(user.id, call):
-                    continue
-                for binding in app.lookup(user.id):
-                    self._send_fork(call, binding, user)
-                    sent += 1
-            if sent:
-                call.ring_timer = asyncio.get_running_loop().call_later(
-                    step.seconds, self._step_timeout, call, call.step)
-                return
-
-    def _step_timeout(self, call: Call, step: int) -> None:
-        call.ring_timer = None
-        if call.state != "ringing" or call.step != step:
-            return
-        call.timed_out = True
-        for fork in call.forks.values():
-            if fork.step == step and not fork.done:
-                self._cancel_fork(fork, call, completed_elsewhere=False)
-        self._next_step(call)
-        self.app.flush()
-
-    def _step_failed(self, call: Call, fork: Fork) -> None:
-        """A phone refused or failed: when every phone of the ringing step has, move on."""
-        if call.state != "ringing" or fork.step != call.step:
-            return
-        if fork.trunk is not None and not try_next_trunk(fork.status or 500):
-            call.step = len(call.plan) - 1  # the number itself was refused: no failover
-        if all(f.done for f in call.forks.values() if f.step == call.step):
-            if call.ring_timer is not None:
-                call.ring_timer.cancel()
-                call.ring_timer = None
-            self._next_step(call)
-
-    def _unanswered(self, call: Call) -> None:
-        """Every step has rung (or had nobody to ring) without an answer."""
-        if call.group is not None and call.a_local is None and self._group_fallback(call):
-            return
-        if call.timed_out:
-            self._fail_a(call, 480, "no answer", "no_answer", reason="No Answer")
-            return
-        codes = [f.status or 500 for f in call.forks.values()]
-        if not codes:
-            self._fail_a(call, 480, "nobody to ring", "unavailable")
-            return
-        best = best_failure(codes)
-        disposition = {486: "busy", 600: "busy", 603: "rejected"}.get(best, "failed")
-        if best in (408, 480, 487):
-            disposition = "no_answer"
-        self._fail_a(call, best, f"callee answered {best}", disposition)
-
-    def _group_fallback(self, call: Call) -> bool:
-        """Nobody in a ring group answered: follow its fallback route (ringing on in the same
-        call), or answer and play the unavailable prompt. False to fail the call as usual."""
-        app = self.app
-        route, call.fallback = call.fallback, None
-        call.hops += 1
-        target = route_target(app.config, route) if route is not None else None
-        if isinstance(target, ToUser) and call.hops <= _MAX_HOPS:
-            call.plan = [RingStep((target.user,), app.ring_timeout)]
-            call.step, call.group = -1, None
-            self._next_step(call)
-            return True
-        if isinstance(target, ToRingGroup) and call.hops <= _MAX_HOPS:
-            call.plan, call.step = self._group_plan(target), -1
-            call.group, call.fallback = target.name, target.group.fallback
-            self._next_step(call)
-            return True
-        if call.a_offer is None:
-            return False  # a delayed offer: the PBX cannot answer with media of its own
-        if isinstance(target, ToIvr):
-            self._hand_to_local(call, self._ivr(target.name), f"ivr {target.name}")
-            return True
-        prompts = self._prompts
-
-        async def unavailable(local: LocalCall) -> None:
-            await local.play(prompts().get("unavailable"))
-
-        self._hand_to_local(call, unavailable, "nobody available", missed=True)
-        return True
-
-    def _hand_to_local(self, call: Call, service: Service, name: str, *,
-                       missed: bool = False) -> None:
-        """The PBX answers the still-ringing caller itself and runs ``service``; the call's
-        record goes on under the same id."""
-        self.local.take_over(call, service, name, missed=missed)
-        self._end(call, "answered", name, "system", None, record=False)
 
     def _send_fork(self, call: Call, binding: Binding, callee: User) -> None:
         app = self.app
