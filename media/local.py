@@ -26,12 +26,12 @@ last SR), and an SDES CNAME; closing the leg adds an RTCP BYE.
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import random
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from types import TracebackType
 
 import numpy as np
@@ -41,7 +41,7 @@ from media.digits import DigitEvent
 from media.endpoint import Latch, LocalLeg
 from media.playback import PlaybackEngine
 from media.player import FrameSource, RtpStream, SamplesSource
-from media.relay import Address, NoPortsError, PortAllocator
+from media.relay import Address, PortAllocator
 from media.rtcp import (
     RtcpBye,
     RtcpPacket,
@@ -53,14 +53,13 @@ from media.rtcp import (
     parse_compound,
     serialize_compound,
 )
+from media.sockets import bind_pair, bind_udp, for_socket
 
 #: RFC 3550 6.2: the minimum report interval, 5 s.
 RTCP_INTERVAL = 5.0
 
 __all__ = ["LocalMedia"]
 
-# Errors that say "this port is taken, try another" (as media.udp).
-_PORT_BUSY = frozenset({errno.EADDRINUSE, errno.EACCES})
 # How long close() waits for the event loop to confirm that the sockets are closed.
 _CLOSE_TIMEOUT = 2.0
 
@@ -200,7 +199,7 @@ class LocalMedia:
         except ValueError:
             raise ValueError(f"bind_host {bind_host!r} is not an IP address literal") from None
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        port, rtp_sock, rtcp_sock = _bind_pair(ports, family, bind_host)
+        port, rtp_sock, rtcp_sock = bind_pair(ports, bind_host, partial(bind_udp, family))
         loop = asyncio.get_running_loop()
         latch = Latch()
         endpoints: list[_Endpoint] = []
@@ -265,8 +264,8 @@ class LocalMedia:
         """Where the phone receives media, from its SDP (None while unknown). The host must be
         an IP literal. A changed address unlatches, and the next packet latches again."""
         self._latch.set_remote(
-            None if addr is None else self._for_socket(addr),
-            None if rtcp_addr is None else self._for_socket(rtcp_addr),
+            None if addr is None else for_socket(self._family, addr, "leg"),
+            None if rtcp_addr is None else for_socket(self._family, rtcp_addr, "leg"),
         )
 
     def send(self, data: bytes) -> bool:
@@ -376,57 +375,6 @@ class LocalMedia:
         for event in self._leg.digits():
             self._on_digit(event)
 
-    def _for_socket(self, addr: Address) -> Address:
-        try:
-            ip = ipaddress.ip_address(addr[0])
-        except (ValueError, TypeError, IndexError):
-            raise ValueError(f"remote {addr!r} is not an IP address literal") from None
-        port = addr[1]
-        if self._family == socket.AF_INET6 and ip.version == 4:
-            # A dual-stack socket reaches IPv4 peers through IPv4-mapped addresses (RFC 4291).
-            return (f"::ffff:{ip}", port)
-        if self._family == socket.AF_INET and ip.version == 6:
-            mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-            if mapped is None:
-                raise ValueError(f"remote {addr!r} is IPv6 but the leg is bound to IPv4")
-            return (str(mapped), port)
-        return (str(ip), port)
-
 
 def _returning(endpoint: _Endpoint) -> Callable[[], _Endpoint]:
     return lambda: endpoint
-
-
-def _bind_pair(
-    ports: PortAllocator, family: socket.AddressFamily, host: str
-) -> tuple[int, socket.socket, socket.socket]:
-    last_error: OSError | None = None
-    # Each failed port goes to the back of the queue, so this visits every free port once.
-    for _ in range(max(1, ports.available)):
-        port = ports.allocate()
-        try:
-            rtp = _bind(family, host, port)
-            try:
-                rtcp = _bind(family, host, port + 1)
-            except BaseException:
-                rtp.close()
-                raise
-        except OSError as exc:
-            ports.release(port)
-            if exc.errno not in _PORT_BUSY:
-                raise
-            last_error = exc
-            continue
-        return port, rtp, rtcp
-    raise NoPortsError(f"no free RTP port pair could be bound on {host}: {last_error}")
-
-
-def _bind(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock

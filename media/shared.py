@@ -31,7 +31,6 @@ the handles and the relay the call controller uses.
 from __future__ import annotations
 
 import contextlib
-import errno
 import ipaddress
 import math
 import socket
@@ -45,18 +44,17 @@ from media.relay import (
     Address,
     Leg,
     LegStats,
-    NoPortsError,
     PacketSink,
     PortAllocator,
     RelayStats,
 )
 from media.sharedengine import SharedEngine
+from media.sockets import bind_pair
 from media.transcode import Transcoding
 from media.udp import RelayHandle
 
 __all__ = ["Reactor", "SharedPortRelay", "SharedRelayHandle"]
 
-_PORT_BUSY = frozenset({errno.EADDRINUSE, errno.EACCES})
 _SO_SNDBUFFORCE, _SO_RCVBUFFORCE = 32, 33  # <asm-generic/socket.h>
 _IP_MTU_DISCOVER, _IP_PMTUDISC_PROBE = 10, 3  # <linux/in.h>
 _SOCKET_BUFFER = 4 << 20
@@ -303,7 +301,7 @@ class SharedPortRelay:
 
     def _start(self, bind_host: str, loop: Reactor,
                clock: Callable[[], float]) -> tuple[SharedEngine, Reactor]:
-        port, rtp, rtcp = self._bind_pair(bind_host)
+        port, rtp, rtcp = bind_pair(self._ports, bind_host, _bind)
         engine = SharedEngine(port, rtp, rtcp, clock)
         try:
             for end in (engine.rtp, engine.rtcp):
@@ -313,28 +311,6 @@ class SharedPortRelay:
             self._ports.release(port)
             raise
         return engine, loop
-
-    def _bind_pair(self, host: str) -> tuple[int, socket.socket, socket.socket]:
-        last_error: OSError | None = None
-        # Each failed port goes to the back of the queue, so this visits every free port once.
-        for _ in range(max(1, self._ports.available)):
-            port = self._ports.allocate()
-            try:
-                rtp = _bind(host, port)
-                try:
-                    rtcp = _bind(host, port + 1)
-                except BaseException:
-                    rtp.close()
-                    raise
-            except OSError as exc:
-                self._ports.release(port)
-                if exc.errno not in _PORT_BUSY:
-                    raise
-                last_error = exc
-                continue
-            return port, rtp, rtcp
-        raise NoPortsError(f"no free RTP port pair could be bound on {host}: {last_error}")
-
 
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -14,22 +14,22 @@ and under uvloop alike.
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import socket
 from collections.abc import Callable
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from media.relay import (
     Address,
     Leg,
-    NoPortsError,
     PacketSink,
     PortAllocator,
     RelaySession,
     RelayStats,
 )
+from media.sockets import bind_pair, bind_udp, for_socket
 from media.transcode import Transcoding, transcode_rtp
 
 if TYPE_CHECKING:
@@ -37,9 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RelayHandle", "RtpRelay"]
 
-# Errors that say "this port is taken (or forbidden), try another"; anything else (a bind
-# address that is not ours, say) would fail on every port, so it is raised at once.
-_PORT_BUSY = frozenset({errno.EADDRINUSE, errno.EACCES})
 
 # How long close() waits for the event loop to confirm that the sockets are closed.
 _CLOSE_TIMEOUT = 2.0
@@ -166,8 +163,8 @@ class RelayHandle:
         """
         self._core.set_remote(
             leg,
-            None if addr is None else self._for_socket(addr),
-            None if rtcp_addr is None else self._for_socket(rtcp_addr),
+            None if addr is None else for_socket(self._family, addr, "relay"),
+            None if rtcp_addr is None else for_socket(self._family, rtcp_addr, "relay"),
         )
 
     def set_recorder(self, sink: PacketSink | None) -> None:
@@ -246,23 +243,6 @@ class RelayHandle:
     ) -> None:
         await self.close()
 
-    def _for_socket(self, addr: Address) -> Address:
-        try:
-            ip = ipaddress.ip_address(addr[0])
-        except (ValueError, TypeError, IndexError):
-            raise ValueError(f"remote {addr!r} is not an IP address literal") from None
-        port = addr[1]
-        if self._family == socket.AF_INET6 and ip.version == 4:
-            # A dual-stack socket reaches IPv4 peers through IPv4-mapped addresses (RFC 4291).
-            return (f"::ffff:{ip}", port)
-        if self._family == socket.AF_INET and ip.version == 6:
-            mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-            if mapped is None:
-                raise ValueError(f"remote {addr!r} is IPv6 but the relay is bound to IPv4")
-            return (str(mapped), port)
-        return (str(ip), port)
-
-
 class RtpRelay:
     """The RTP relay engine: opens and tracks :class:`RelayHandle` objects (sockets per call).
 
@@ -336,7 +316,7 @@ class RtpRelay:
         pairs: list[tuple[int, socket.socket, socket.socket]] = []
         try:
             for _ in Leg:
-                pairs.append(self._bind_pair(family, bind_host))
+                pairs.append(bind_pair(self._ports, bind_host, partial(bind_udp, family)))
         except BaseException:
             for port, rtp_sock, rtcp_sock in pairs:
                 rtp_sock.close()
@@ -389,40 +369,6 @@ class RtpRelay:
             for port in handle._ports:
                 self._ports.release(port)
 
-    def _bind_pair(
-        self, family: socket.AddressFamily, host: str
-    ) -> tuple[int, socket.socket, socket.socket]:
-        last_error: OSError | None = None
-        # Each failed port goes to the back of the queue, so this visits every free port once.
-        for _ in range(max(1, self._ports.available)):
-            port = self._ports.allocate()
-            try:
-                rtp = _bind(family, host, port)
-                try:
-                    rtcp = _bind(family, host, port + 1)
-                except BaseException:
-                    rtp.close()
-                    raise
-            except OSError as exc:
-                self._ports.release(port)
-                if exc.errno not in _PORT_BUSY:
-                    raise
-                last_error = exc
-                continue
-            return port, rtp, rtcp
-        raise NoPortsError(f"no free RTP port pair could be bound on {host}: {last_error}")
-
 
 def _returning(endpoint: _Endpoint) -> Callable[[], _Endpoint]:
     return lambda: endpoint
-
-
-def _bind(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
