@@ -27,9 +27,13 @@ from .callstate import Call, RingStep, Side, user_id, utcnow
 from .records import CallAnswered
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sip.dialog import Dialog
+    from sip.transaction import Peer
+
     from .localcall import LocalCall, LocalCalls
     from .sipapp import SipApp
-    from .transfer import Transfers
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +43,16 @@ class LocalBridge:
 
     app: SipApp
     calls: dict[str, Call]
-    transfers: Transfers
     local: LocalCalls
     _dialogs: dict[tuple[str, str], tuple[Call, Side]]
 
     if TYPE_CHECKING:
         async def _start(self, call: Call) -> None: ...
+
+        def ack_2xx(self, dialog: Dialog, peer: Peer, resp: Response) -> None: ...
+
+        def request_in_dialog(self, dialog: Dialog, peer: Peer, method: str, body: bytes,
+                              on_final: Callable[[Response | None], None]) -> None: ...
 
         def hangup(self, call: Call, cause: str) -> None: ...
 
@@ -88,7 +96,7 @@ class LocalBridge:
         def moved(resp: Response | None) -> None:
             call.reinvite_pending = False
             if resp is not None and 200 <= resp.status < 300:
-                self.transfers._ack(dialog, peer, resp)  # every 2xx is ACKed (RFC 3261 13.2.2.4)
+                self.ack_2xx(dialog, peer, resp)  # every 2xx is ACKed (RFC 3261 13.2.2.4)
             if resp is None or not 200 <= resp.status < 300 or call.state != "answered":
                 logger.info("call %s: the caller could not be moved to the answering phone",
                             call.id)
@@ -111,7 +119,7 @@ class LocalBridge:
                 result.set_result(None)
             app.flush()
 
-        self.transfers._request(dialog, peer, "INVITE", body, moved)
+        self.request_in_dialog(dialog, peer, "INVITE", body, moved)
 
     def _local_failed(self, call: Call, code: int) -> None:
         """Nobody took a bridged local call: the caller stays with the local leg."""

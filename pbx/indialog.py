@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from media.g711 import Codec, get_codec
@@ -21,6 +22,7 @@ from sip.transaction import Peer
 from .callstate import (
     ALLOW,
     FORWARDED_METHODS,
+    SUPPORTED,
     Call,
     Forwarded,
     Side,
@@ -39,6 +41,25 @@ if TYPE_CHECKING:
     from .transfer import Transfers
 
 logger = logging.getLogger(__name__)
+
+
+class OwnRequest:
+    """Hands the final answer of one request the PBX sent itself to a callback (registered
+    in ``SipApp.own_requests``, which drops it on a timeout)."""
+
+    __slots__ = ("_app", "_on_final")
+
+    def __init__(self, app: SipApp, on_final: Callable[[Response | None], None]) -> None:
+        self._app = app
+        self._on_final = on_final
+
+    def on_response(self, response: Response, key: str) -> None:
+        if response.status >= 200:
+            self._app.own_requests.pop(key, None)
+            self._on_final(response)
+
+    def on_failure(self, key: str) -> None:
+        self._on_final(None)
 
 
 class InDialog:
@@ -228,6 +249,29 @@ class InDialog:
         if found is not None:
             ack, peer = found
             self.app.layer.send_ack(ack, peer)
+
+    def request_in_dialog(self, dialog: Dialog, peer: Peer, method: str, body: bytes,
+                          on_final: Callable[[Response | None], None]) -> None:
+        """Send a request of the PBX's own in ``dialog`` (a re-INVITE moving or resuming a
+        party); ``on_final`` gets its final response, or None on a timeout."""
+        app = self.app
+        req = dialog.create_request(method, app.contact(peer), body=body)
+        if body:
+            req.headers.add("Content-Type", "application/sdp")
+        if method == "INVITE":
+            req.headers.add("Allow", ALLOW)
+            req.headers.add("Supported", SUPPORTED)
+        app.add_via(req, peer)
+        key = app.layer.send_request(req, peer, app.now())
+        app.own_requests[key] = OwnRequest(app, on_final)
+
+    def ack_2xx(self, dialog: Dialog, peer: Peer, resp: Response) -> None:
+        """ACK a 2xx to a re-INVITE of the PBX's own (RFC 3261 13.2.2.4)."""
+        app = self.app
+        dialog.update_target(resp)
+        ack = dialog.create_request("ACK", app.contact(peer), cseq=resp.cseq.seq)
+        app.add_via(ack, peer)
+        self._send_ack(dialog, ack, peer)
 
     def _send_bye(self, dialog: Dialog, peer: Peer) -> None:
         app = self.app

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
@@ -60,6 +59,7 @@ from .callstate import (
     other_side,
     utcnow,
 )
+from .indialog import OwnRequest
 from .presence import PresenceState
 from .records import CallTransferred
 
@@ -70,7 +70,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Kind = Literal["blind", "attended"]
-OnFinal = Callable[[Response | None], None]
 
 
 @dataclass(slots=True)
@@ -130,8 +129,6 @@ class Transfers:
         self.calls = calls
         self.app = calls.app
         self._forks: dict[str, tuple[Transfer, Fork]] = {}
-        self._own: dict[str, OnFinal] = {}
-        self._notifies: set[str] = set()
 
     # -- the REFER ---------------------------------------------------------------------------
     def on_refer(self, call: Call, side: Side, req: Request, key: str) -> None:
@@ -310,7 +307,7 @@ class Transfers:
         body = bytes(rewrite_for_anchor(
             offer, app.media_address, call.relay.port(leg_of(side)),
             consult.sdp_ids[t_side], consult.sdp_version[t_side]))
-        self._request(target_dialog, target_peer, "INVITE", body,
+        self.calls.request_in_dialog(target_dialog, target_peer, "INVITE", body,
                       lambda resp: self._target_moved(t, resp))
 
     def _target_moved(self, t: Transfer, resp: Response | None) -> None:
@@ -322,7 +319,7 @@ class Transfers:
         dialog, peer = consult.dialog(t_side), consult.peer(t_side)
         if resp is not None and 200 <= resp.status < 300 and dialog is not None \
                 and peer is not None:
-            self._ack(dialog, peer, resp)
+            self.calls.ack_2xx(dialog, peer, resp)
         if t.done:
             # Aborted meanwhile (a party hung up): the target was pointed at a relay that is
             # going away, so its consultation call ends too.
@@ -503,33 +500,14 @@ class Transfers:
         def done(resp: Response | None) -> None:
             call.reinvite_pending = False
             if resp is not None and 200 <= resp.status < 300:
-                self._ack(d, p, resp)
+                self.calls.ack_2xx(d, p, resp)
                 sd = _sdp(resp)
                 if sd is not None and call.relay is not None:
                     call.last_sdp[y] = sd
                     end = audio_endpoint(sd)
                     if end is not None:
                         call.relay.set_remote(leg_of(y), end)
-        self._request(d, p, "INVITE", body, done)
-
-    def _request(self, dialog: Dialog, peer: Peer, method: str, body: bytes,
-                 on_final: OnFinal) -> None:
-        app = self.app
-        req = dialog.create_request(method, app.contact(peer), body=body)
-        if body:
-            req.headers.add("Content-Type", "application/sdp")
-        if method == "INVITE":
-            req.headers.add("Allow", ALLOW)
-            req.headers.add("Supported", SUPPORTED)
-        app.add_via(req, peer)
-        self._own[app.layer.send_request(req, peer, app.now())] = on_final
-
-    def _ack(self, dialog: Dialog, peer: Peer, resp: Response) -> None:
-        app = self.app
-        dialog.update_target(resp)
-        ack = dialog.create_request("ACK", app.contact(peer), cseq=resp.cseq.seq)
-        app.add_via(ack, peer)
-        self.calls._send_ack(dialog, ack, peer)
+        self.calls.request_in_dialog(d, p, "INVITE", body, done)
 
     def _notify(self, t: Transfer, code: int, reason: str, *, final: bool = False) -> None:
         """RFC 3515 2.4.4/2.4.5: the progress of the referenced call, as a sipfrag."""
@@ -543,7 +521,9 @@ class Transfers:
                         "terminated;reason=noresource" if final else "active;expires=60")
         req.headers.add("Content-Type", "message/sipfrag;version=2.0")
         app.add_via(req, t.refer_peer)
-        self._notifies.add(app.layer.send_request(req, t.refer_peer, app.now()))
+        # Nothing to do with the answer: the NOTIFY only reports (RFC 3515 2.4.5).
+        key = app.layer.send_request(req, t.refer_peer, app.now())
+        app.own_requests[key] = OwnRequest(app, lambda _resp: None)
 
     def _cancel_forks(self, t: Transfer, *, completed_elsewhere: bool = False) -> None:
         for fork in t.forks.values():
@@ -556,14 +536,6 @@ class Transfers:
             t, fork = self._forks[key]
             self._on_fork_response(t, fork, resp)
             return True
-        if key in self._own:
-            if resp.status >= 200:
-                self._own.pop(key)(resp)
-            return True
-        if key in self._notifies:
-            if resp.status >= 200:
-                self._notifies.discard(key)
-            return True
         return False
 
     def on_failure(self, key: str) -> bool:
@@ -572,12 +544,6 @@ class Transfers:
             fork.done, fork.status = True, 408
             if not t.done and all(f.done for f in t.forks.values()):
                 self._failed(t, 408, "Request Timeout")
-            return True
-        if key in self._own:
-            self._own.pop(key)(None)
-            return True
-        if key in self._notifies:
-            self._notifies.discard(key)
             return True
         return False
 
