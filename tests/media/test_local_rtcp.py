@@ -22,7 +22,7 @@ from media.rtcp import (
     ntp_from_unix,
     parse_compound,
 )
-from tests.media.test_local import HOST, _phone, _until
+from tests.media.test_local import HOST, _Phone, _until
 from tests.peers.ports import free_port_block
 
 PHONE_SSRC = 0xC0FFEE
@@ -36,15 +36,13 @@ def _rtp(seq: int) -> bytes:
 async def test_reports_tell_the_phone_its_loss_and_end_with_bye() -> None:
     base = free_port_block(4)
     engine = PlaybackEngine()
-    rtp_phone = await _phone()
-    # The phone's RTCP socket is the next port up, as its SDP says (RFC 3550 11).
+    # The phone's RTP and RTCP sockets on a free pair, RTCP the next port up, as its SDP
+    # says (RFC 3550 11).
     loop = asyncio.get_running_loop()
-    rtcp_port = rtp_phone.addr[1] + 1
-    try:
-        _, rtcp_phone = await loop.create_datagram_endpoint(
-            type(rtp_phone), local_addr=(HOST, rtcp_port))
-    except OSError:
-        pytest.skip("the port above the phone's RTP port is taken")
+    phone_port = free_port_block(2)
+    _, rtp_phone = await loop.create_datagram_endpoint(_Phone, local_addr=(HOST, phone_port))
+    _, rtcp_phone = await loop.create_datagram_endpoint(
+        _Phone, local_addr=(HOST, phone_port + 1))
     media = await LocalMedia.open(PortAllocator(base, base + 3), HOST, engine,
                                   LocalLeg(PCMU), lambda _e: None, rtcp_interval=0.3)
     try:
