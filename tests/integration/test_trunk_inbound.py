@@ -31,8 +31,16 @@ numbers:
   - number: "0120-123-456"
     type: tollfree
     route: {{ring_group: sales}}
+  - number: "03-1234-5699"
+    type: local
+    route: {{ivr: front}}
 ring_groups:
   sales: {{members: [dave], strategy: simultaneous}}
+ivr:
+  front:
+    welcome: {{text: "Welcome."}}
+    options:
+      "1": {{label: Sales, route: {{user: bob}}}}
 """
 
 
@@ -121,3 +129,25 @@ async def test_carrier_call_forwarded_to_our_did_is_matched_by_diversion(
         got = await bob.wait(10)
     assert res.ok, _why(res, got, pbx=pbx)
     assert _record(pbx, res)["answered_by"] == "bob"
+
+
+@pytest.mark.asyncio
+async def test_carrier_caller_walks_an_ivr_to_a_phone(pbx: PbxProcess, tmp_path: Path) -> None:
+    # The path most outside callers take: DID -> menu -> key "1" (RFC 4733, SIPp's own
+    # capture) -> the chosen phone, with the caller moved onto it by a re-INVITE.
+    text = (Path(_scenario("uac_carrier_ivr.xml")).read_text()
+            .replace("PCAP_PATH", "/usr/share/sip-tester/dtmf_2833_1.pcap")
+            .replace("HOLD_MS", "500"))
+    scenario = tmp_path / "uac_carrier_ivr.xml"
+    scenario.write_text(text)
+    async with member(pbx, "bob", "uas_answer.xml") as bob:
+        run = carrier(pbx, "+81312345699")
+        run.scenario = str(scenario)
+        res = await run_sipp(run)
+        got = await bob.wait(10)
+    assert res.ok, _why(res, got, pbx=pbx)
+    invite = _one(trace(got.messages), sent=False, method="INVITE")
+    assert "+819012345678" in (invite.header("From") or "")
+    rec = _record(pbx, res)
+    assert rec["answered_by"] == "bob" and rec["keys"] == "1"
+    assert rec["direction"] == "inbound" and rec["caller_user"] is None
