@@ -1,10 +1,12 @@
-"""SQLAlchemy models of the records the PBX keeps: one row per logical call."""
+"""SQLAlchemy models of the records the PBX keeps: one row per logical call, and the CRM's
+contacts and leads with their phone numbers.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, Integer, String
+from sqlalchemy import DateTime, Float, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -43,3 +45,57 @@ class Call(Base):
     transfers: Mapped[int] = mapped_column(Integer, default=0)
     keys: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """Keys the caller pressed while the PBX answered (menu choices), in order."""
+
+
+class Contact(Base):
+    """A person or company the CRM knows; its phone numbers are rows of ``phone_numbers``."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    first_name: Mapped[str] = mapped_column(String(255), default="")
+    last_name: Mapped[str] = mapped_column(String(255), default="")
+    company: Mapped[str] = mapped_column(String(255), default="")
+    email: Mapped[str] = mapped_column(String(320), default="")
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """User id of the agent who owns the record (None when nobody does)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class Lead(Base):
+    """A prospect not yet qualified into a contact; same fields plus a status."""
+
+    __tablename__ = "leads"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    first_name: Mapped[str] = mapped_column(String(255), default="")
+    last_name: Mapped[str] = mapped_column(String(255), default="")
+    company: Mapped[str] = mapped_column(String(255), default="")
+    email: Mapped[str] = mapped_column(String(320), default="")
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), default="new")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class PhoneNumber(Base):
+    """One phone number of a contact or a lead.
+
+    A number may belong to several records (a switchboard shared by colleagues), so it is not
+    unique; caller lookup goes through the index on ``number_e164``.
+    """
+
+    __tablename__ = "phone_numbers"
+    __table_args__ = (Index("ix_phone_numbers_record", "owner_kind", "record_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner_kind: Mapped[str] = mapped_column(String(8))
+    """contact | lead"""
+    record_id: Mapped[str] = mapped_column(String(36))
+    number_e164: Mapped[str] = mapped_column(String(16), index=True)
+    """The number in E.164 (``+81312345678``), as lookups compare it."""
+    label: Mapped[str] = mapped_column(String(32), default="")
+    """What kind of number it is for the user, e.g. mobile or work."""
+    raw: Mapped[str] = mapped_column(String(64), default="")
+    """The number as it was written (``03-1234-5678``), shown back unchanged."""
