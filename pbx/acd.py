@@ -16,6 +16,11 @@ answered calls today (ties: longest idle); ``round_robin`` the next in the confi
 the agent last offered a call, an unavailable agent keeping their place and being passed over.
 Ties always go to the agent listed first.
 
+Assignment rules (:mod:`pbx.acdrules`) restrict who is offered a caller, with their own strategy,
+until ``arrived + fallback_after`` (at once if nobody is allowed). Then ``fallback: all`` widens
+the caller to every member (place kept, ringing agents keep ringing, the queue's strategy again);
+``fallback: none`` takes them out of line with :class:`Unassigned`.
+
 Fairness across queues: a waiting caller's *score* is ``waited_seconds * queue.weight``. An agent
 free in several queues is offered the caller with the highest score first (ties: the earlier
 arrival, then the queue name). With the default weight 1 the longest-waiting caller wins; a
@@ -27,13 +32,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:
+    from pbx.acdrules import Assignment
 
 __all__ = [
     "MAX_CALLERS", "MAX_WAIT", "STRATEGIES", "AcdError", "Action", "Admitted", "Agent",
     "AgentBack", "AgentPaused", "AgentState", "Connected", "Full", "IntervalFigures",
     "LiveFigures", "Offer", "OfferCancelled", "OfferExpired", "QueueParams", "QueueState",
-    "TimedOut", "Waiting", "WaitingView", "choose_queue_for_agent", "tick_all",
+    "Strategy", "TimedOut", "Unassigned", "Waiting", "WaitingView", "choose_queue_for_agent",
+    "tick_all",
 ]
 
 MAX_CALLERS: Final = 25
@@ -145,6 +154,15 @@ class Waiting:
     priority: int
     ringing: set[str] = field(default_factory=set)
     """Agents being offered this caller right now."""
+    allowed: frozenset[str] | None = None
+    """The only agents who may be offered this caller (an assignment rule); None: all."""
+    strategy: Strategy | None = None
+    """How the allowed agents are chosen; None: the queue's strategy."""
+    deadline: float | None = None
+    """When ``fallback`` applies if the caller is still waiting; None: never."""
+    fallback: Literal["all", "none"] = "all"
+    rule: str | None = None
+    """The assignment rule that matched, for the API and records."""
 
 
 # --- actions the host carries out -------------------------------------------------------
@@ -223,9 +241,19 @@ class AgentPaused:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Unassigned:
+    """The assignment rule's target found nobody in time and its fallback is ``none``: end the
+    call politely; stop ringing ``agents``."""
+
+    call_id: str
+    waited: float
+    agents: tuple[str, ...]
+
+
 Action = (
     Admitted | Full | TimedOut | Offer | OfferExpired | OfferCancelled | Connected | AgentBack
-    | AgentPaused
+    | AgentPaused | Unassigned
 )
 
 
@@ -239,6 +267,8 @@ class WaitingView:
     waited: float
     callback: bool
     offered_to: tuple[str, ...]
+    rule: str | None = None
+    """The assignment rule that matched the caller, if it has a name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +286,11 @@ class IntervalFigures:
     """Counters since the interval started.
 
     ``offered`` counts callers who came to the queue (admitted or not); ``overflowed`` those sent
-    away because it was full or they reached ``max_wait``. ``service_level`` is the share of
-    callers whose wait ended in the interval (answered, abandoned or timed out) who were
-    answered within ``service_level`` seconds; None when no wait ended.
+    away because it was full, they reached ``max_wait`` or their assignment rule found nobody
+    (:class:`Unassigned`). ``service_level`` is the share of callers whose wait ended in the
+    interval (answered, abandoned, timed out or unassigned) who were answered within
+    ``service_level`` seconds; None when no wait ended. Callers moved to another queue
+    (:meth:`QueueState.move_out`) count as offered only.
     """
 
     start: float
@@ -284,6 +316,7 @@ class _Counters:
     abandoned_wait: float = 0.0
     full: int = 0
     timed_out: int = 0
+    unassigned: int = 0
 
 
 class QueueState:
@@ -310,9 +343,14 @@ class QueueState:
         *,
         callback: bool = False,
         priority: int = 0,
+        assignment: Assignment | None = None,
     ) -> Admitted | Full:
         """A caller comes to the queue. Higher ``priority`` waits ahead of lower; equal
-        priorities wait in arrival order. The 26th caller of a 25-caller queue is ``Full``."""
+        priorities wait in arrival order. The 26th caller of a 25-caller queue is ``Full``.
+
+        ``assignment`` (from :func:`pbx.acdrules.assign`) restricts who may be offered the
+        caller until its fallback deadline; agents who are not members are ignored, and
+        nobody left to offer reaches the deadline at once. None: every member."""
         if self._find(call_id) is not None:
             raise AcdError(f"call {call_id} is already waiting in queue {self.params.name}")
         self._counters.offered += 1
@@ -322,7 +360,19 @@ class QueueState:
         index = len(self._waiting)
         while index > 0 and self._waiting[index - 1].priority < priority:
             index -= 1
-        self._waiting.insert(index, Waiting(call_id, caller, now, callback, priority))
+        entry = Waiting(call_id, caller, now, callback, priority)
+        if assignment is not None:
+            if assignment.strategy not in (None, *STRATEGIES):
+                raise AcdError(f"strategy {assignment.strategy!r}: use one of {STRATEGIES}")
+            entry.strategy, entry.fallback = assignment.strategy, assignment.fallback
+            entry.rule = assignment.rule
+            if assignment.fallback_after is not None:
+                entry.deadline = now + max(assignment.fallback_after, 0.0)
+            if assignment.agents is not None:
+                entry.allowed = frozenset(assignment.agents) & {a.user_id for a in self.members}
+                if not entry.allowed:
+                    entry.deadline = now  # nobody to offer: as if nobody answered in time
+        self._waiting.insert(index, entry)
         return Admitted(call_id, index + 1)
 
     def set_callback(self, call_id: str) -> None:
@@ -339,11 +389,26 @@ class QueueState:
         self._counters.abandoned_wait += waited
         return waited
 
+    def move_out(self, call_id: str, now: float) -> Waiting:
+        """Take the caller out of line to go to another queue (not counted as abandoned).
+        Agents ringing for them become available; the returned entry's ``ringing`` names
+        them, so the host stops their ringing."""
+        entry = self._need(call_id)
+        ringing = set(entry.ringing)
+        self._drop(entry, now)
+        entry.ringing = ringing
+        return entry
+
+    def has(self, call_id: str) -> bool:
+        """Whether the caller is waiting in this queue."""
+        return self._find(call_id) is not None
+
     def waiting(self, now: float) -> list[WaitingView]:
         """The waiting list in order, with positions 1..n and waiting times."""
         return [
             WaitingView(
-                w.call_id, w.caller, i, now - w.arrived, w.callback, tuple(sorted(w.ringing))
+                w.call_id, w.caller, i, now - w.arrived, w.callback, tuple(sorted(w.ringing)),
+                w.rule,
             )
             for i, w in enumerate(self._waiting, start=1)
         ]
@@ -356,7 +421,8 @@ class QueueState:
 
     def tick(self, now: float) -> list[Action]:
         """Everything due at ``now``: wrap-ups ending, offers ringing too long, waits past
-        ``max_wait``, then new offers to the callers in line (longest waiter first)."""
+        ``max_wait``, assignment fallbacks due, then new offers to the callers in line
+        (longest waiter first)."""
         actions = self._housekeeping(now)
         for entry in list(self._waiting):
             offer = self._offer(entry, now)
@@ -382,13 +448,28 @@ class QueueState:
                 self._drop(entry, now)
                 self._counters.timed_out += 1
                 actions.append(TimedOut(entry.call_id, waited, ringing))
+            elif entry.deadline is not None and entry.deadline <= now:
+                actions.extend(self._fall_back(entry, now))
         return actions
+
+    def _fall_back(self, entry: Waiting, now: float) -> list[Action]:
+        # The rule's target had its time: widen to every member, or end the call politely.
+        entry.deadline = None
+        if entry.fallback == "all":
+            entry.allowed = entry.strategy = None
+            return []
+        ringing = tuple(sorted(entry.ringing))
+        self._drop(entry, now)
+        self._counters.unassigned += 1
+        return [Unassigned(entry.call_id, now - entry.arrived, ringing)]
 
     def _pending(self) -> list[Waiting]:
         return [w for w in self._waiting if not w.ringing]
 
     def _eligible(self, entry: Waiting, now: float, *, new_round: bool = True) -> list[Agent]:
         free = [a for a in self.members if a.state is AgentState.AVAILABLE]
+        if entry.allowed is not None:
+            free = [a for a in free if a.user_id in entry.allowed]
         ready = [a for a in free if entry.call_id not in a.skipped]
         if ready or not free:
             return ready
@@ -408,7 +489,7 @@ class QueueState:
         eligible = self._eligible(entry, now)
         if not eligible:
             return None
-        chosen = self._choose(eligible, now)
+        chosen = self._choose(eligible, entry.strategy or self.params.strategy)
         for agent in chosen:
             agent._enter(AgentState.RINGING, now)
             agent.offer_call = entry.call_id
@@ -416,8 +497,7 @@ class QueueState:
             entry.ringing.add(agent.user_id)
         return Offer(entry.call_id, tuple(a.user_id for a in chosen), entry.callback)
 
-    def _choose(self, eligible: list[Agent], now: float) -> list[Agent]:
-        strategy = self.params.strategy
+    def _choose(self, eligible: list[Agent], strategy: Strategy) -> list[Agent]:
         if strategy == "simultaneous":
             return eligible
         order = {a.user_id: i for i, a in enumerate(self.members)}
@@ -460,7 +540,8 @@ class QueueState:
     def pick(self, call_id: str, user_id: str, now: float) -> list[Action]:
         """The agent picks this waiting caller: connect them at once (anyone ringing for the
         caller stops; an offer ringing at the picking agent is withdrawn; an agent in wrap-up
-        ends it early)."""
+        ends it early). Any member may pick, also a caller an assignment rule keeps for
+        others."""
         entry = self._need(call_id)
         agent = self._member(user_id)
         actions: list[Action] = []
@@ -524,7 +605,7 @@ class QueueState:
     def interval(self, now: float, *, reset: bool = True) -> IntervalFigures:
         """The counters since the interval started; ``reset`` starts a new one at ``now``."""
         c = self._counters
-        ended = c.answered + c.abandoned + c.timed_out
+        ended = c.answered + c.abandoned + c.timed_out + c.unassigned
         figures = IntervalFigures(
             start=c.start,
             end=now,
@@ -532,7 +613,7 @@ class QueueState:
             answered=c.answered,
             abandoned=c.abandoned,
             abandoned_wait=c.abandoned_wait,
-            overflowed=c.full + c.timed_out,
+            overflowed=c.full + c.timed_out + c.unassigned,
             average_speed_of_answer=c.answer_wait / c.answered if c.answered else None,
             service_level=c.answered_in_time / ended if ended else None,
         )
