@@ -45,6 +45,16 @@ class Call(Base):
     transfers: Mapped[int] = mapped_column(Integer, default=0)
     keys: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """Keys the caller pressed while the PBX answered (menu choices), in order."""
+    queue: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    """The queue the caller waited in last (None: never queued)."""
+    queue_result: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """answered, abandoned, timeout, unassigned, full, moved or exit."""
+    queue_wait: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Seconds the caller waited in that queue."""
+    queue_rule: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    callback_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """Times the PBX dialled the callback number."""
 
 
 class Contact(Base):

@@ -13,11 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from pbx.records import CallAnswered, CallEnded, CallEvent, CallStarted, CallTransferred
+from pbx.records import (
+    CallAnswered,
+    CallEnded,
+    CallEvent,
+    CallQueued,
+    CallStarted,
+    CallTransferred,
+)
 
 from .models import Call
 
@@ -32,6 +39,7 @@ class CallRecordFolder:
     def __init__(self) -> None:
         self._rows: dict[str, Row] = {}
         self._dirty: set[str] = set()
+        self._late: dict[str, Row] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -62,16 +70,33 @@ class CallRecordFolder:
                 "transferred_to": None,
                 "transfers": 0,
                 "keys": None,
+                "queue": None,
+                "queue_result": None,
+                "queue_wait": None,
+                "queue_rule": None,
+                "callback_number": None,
+                "callback_attempts": 0,
             }
             self._rows[event.call_id] = new_row
         else:
             row = self._rows.get(event.call_id)
-            if row is None:  # unknown call (started before a restart): nothing to fold into
-                return
+            if row is None:
+                # The row was written final already (a queue's result after the caller hung
+                # up): the change goes out as an update of that row.
+                if not isinstance(event, CallTransferred):
+                    row = self._late.setdefault(event.call_id, {})
+                else:
+                    return
             if isinstance(event, CallAnswered):
                 row["answered_at"] = event.answered_at
                 row["answered_by"] = event.answered_by
                 row["ring_seconds"] = event.ring_seconds
+            elif isinstance(event, CallQueued):
+                row.update(queue=event.queue, queue_result=event.result,
+                           queue_wait=event.waited, queue_rule=event.rule)
+                if event.callback_number is not None:
+                    row["callback_number"] = event.callback_number
+                    row["callback_attempts"] = event.callback_attempts
             elif isinstance(event, CallTransferred):
                 row["transferred_to"] = event.to_user
                 row["transfers"] += 1
@@ -88,12 +113,14 @@ class CallRecordFolder:
                     recording_seconds=event.recording_seconds,
                     keys=event.keys[:64] if event.keys else None,
                 )
-        self._dirty.add(event.call_id)
+        if event.call_id in self._rows:
+            self._dirty.add(event.call_id)
 
     def flush(self) -> Callable[[Session], None] | None:
         """A writer job upserting every row that changed since the last flush, or None."""
-        if not self._dirty:
+        if not self._dirty and not self._late:
             return None
+        late, self._late = self._late, {}
         rows = [dict(self._rows[cid]) for cid in self._dirty]
         for cid in self._dirty:
             if self._rows[cid]["ended_at"] is not None:
@@ -101,6 +128,12 @@ class CallRecordFolder:
         self._dirty = set()
 
         def job(session: Session) -> None:
+            if rows:
+                upsert(session)
+            for cid, fields in late.items():
+                session.execute(update(_calls).where(_calls.c.id == cid).values(**fields))
+
+        def upsert(session: Session) -> None:
             dialect = session.get_bind().dialect.name
             ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
             stmt = ins(_calls)

@@ -94,6 +94,10 @@ class Agent:
     after_call: tuple[AgentState, str | None] | None = None
     """A pause or logout asked for during a call, applied when the call ends."""
 
+    reachable: bool = True
+    """Set by the host: the agent's phone is registered, their presence is available and
+    they are on no other call. Unreachable agents keep their state but are not offered calls."""
+
     def idle_since(self) -> float:
         """Since when the agent has been idle: their last call's end or their return."""
         if self.last_call_end is None:
@@ -375,6 +379,21 @@ class QueueState:
         self._waiting.insert(index, entry)
         return Admitted(call_id, index + 1)
 
+    def count_full(self) -> None:
+        """A caller came while the host's own count (callers still being answered included)
+        said the queue was full: counted as offered and overflowed, like :meth:`arrive`'s
+        ``Full``."""
+        self._counters.offered += 1
+        self._counters.full += 1
+
+    def count_unassigned(self) -> None:
+        """A caller whose assignment rule names nobody (sent away before joining the line)."""
+        self._counters.offered += 1
+        self._counters.unassigned += 1
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
     def set_callback(self, call_id: str) -> None:
         """The caller asked to be called back: they keep their place, no longer on the line."""
         self._need(call_id).callback = True
@@ -467,7 +486,7 @@ class QueueState:
         return [w for w in self._waiting if not w.ringing]
 
     def _eligible(self, entry: Waiting, now: float, *, new_round: bool = True) -> list[Agent]:
-        free = [a for a in self.members if a.state is AgentState.AVAILABLE]
+        free = [a for a in self.members if a.state is AgentState.AVAILABLE and a.reachable]
         if entry.allowed is not None:
             free = [a for a in free if a.user_id in entry.allowed]
         ready = [a for a in free if entry.call_id not in a.skipped]

@@ -20,14 +20,14 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from media.tones import ringback
+from media.tones import ringback as ringback_tone
 from sip.message import Response
 
-from .callstate import Call, RingStep, Side, user_id, utcnow
+from .callstate import Call, CallObserver, Fork, RingStep, Side, user_id, utcnow
 from .records import CallAnswered
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     from sip.dialog import Dialog
     from sip.transaction import Peer
@@ -56,13 +56,23 @@ class LocalBridge:
 
         def hangup(self, call: Call, cause: str) -> None: ...
 
+        def _cancel_fork(self, fork: Fork, call: Call, *, completed_elsewhere: bool) -> None: ...
+
+        def _fail_a(self, call: Call, code: int, cause: str, disposition: str,
+                    reason: str | None = None) -> None: ...
+
         def _relay_answer(self, call: Call, from_side: Side, body: bytes,
                           rename: tuple[str, str] | None = None) -> bytes: ...
 
     def bridge_local(self, local: LocalCall, plan: list[RingStep], *, to_number: str,
-                     group: str | None = None) -> asyncio.Future[int | None]:
+                     group: str | None = None, ringback: bool = True,
+                     observer: CallObserver | None = None,
+                     headers: tuple[tuple[str, str], ...] = ()) -> asyncio.Future[int | None]:
         """Ring ``plan`` for the caller of ``local``; the future gets None once the caller is
-        talking to whoever answered, else the SIP status of the failure."""
+        talking to whoever answered, else the SIP status of the failure. Without
+        ``ringback`` the caller keeps hearing what plays now (a queue's music); ``observer``
+        hears of each phone that fails, the answer and the end (a queue counts its offers);
+        ``headers`` go on every INVITE to the phones."""
         assert local.dialog is not None and local.offer is not None and plan
         loop = asyncio.get_running_loop()
         result: asyncio.Future[int | None] = loop.create_future()
@@ -80,9 +90,12 @@ class LocalBridge:
         call.sdp_ids = {"a": local.sdp_id, "b": int(uuid.uuid4().int % 10**9)}
         call.sdp_version["a"] = local.sdp_version
         call.max_forwards = 69
+        call.observer = observer
+        call.extra_headers = headers
         self.calls[call.id] = call
         local.bridge = call
-        local.stream(ringback())
+        if ringback:
+            local.stream(ringback_tone())
         call.setup_task = self.app.spawn(self._start(call))
         return result
 
@@ -129,3 +142,21 @@ class LocalBridge:
             local.bridge = None
         if result is not None and not result.done():
             result.set_result(code)
+
+    def withdraw(self, call: Call, users: Collection[str], cause: str) -> None:
+        """Stop ringing ``users``' phones for a bridged local call (a queue offer that ran out
+        of time or went to someone else). When no phone is left ringing, the call ends
+        unanswered at once, without waiting for the phones' 487s; the caller stays where it
+        was (a queue's music) and may be offered again."""
+        if call.state not in ("setup", "ringing"):
+            return
+        for fork in call.forks.values():
+            if not fork.done and fork.user is not None and fork.user.id in users:
+                self._cancel_fork(fork, call, completed_elsewhere=False)
+        live = [f for f in call.forks.values()
+                if not f.done and not f.cancelled and not f.cancel_pending]
+        if not live:
+            if call.ring_timer is not None:
+                call.ring_timer.cancel()
+                call.ring_timer = None
+            self._fail_a(call, 480, cause, "no_answer")

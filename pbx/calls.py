@@ -65,6 +65,7 @@ from .routing import (
     Target,
     ToIvr,
     ToOutside,
+    ToQueue,
     ToRingGroup,
     ToService,
     ToUser,
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
     from .config import User
     from .localcall import Service
     from .prompts import Prompts
+    from .queues import Queues
     from .sipapp import SipApp
 
 logger = logging.getLogger(__name__)
@@ -98,6 +100,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         self._departed: set[tuple[str, str]] = set()
         self.transfers = Transfers(self)
         self.local = LocalCalls(self)
+        #: The call queues (set by the server once the controller exists).
+        self.queues: Queues | None = None
         #: The PBX's own services by ``features:`` key; the config says which code reaches
         #: each (:func:`pbx.routing.route_dialled`).
         self.services: dict[str, tuple[str, Service]] = builtin_services(
@@ -118,7 +122,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
 
     # -- new calls ---------------------------------------------------------------------------
     def on_invite(self, req: Request, peer: Peer, key: str, caller: User | Outsider, *,
-                  target: Target | None = None, dialled: str | None = None) -> None:
+                  target: Target | None = None, dialled: str | None = None,
+                  hops: int = 0) -> None:
         app = self.app
         dialled = dialled or req.uri.user or ""
         if target is None:
@@ -133,6 +138,11 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         if isinstance(target, ToIvr):
             self.local.on_invite(req, peer, key, caller, self._ivr(target.name),
                                  f"ivr {target.name}", number=dialled)
+            return
+        if isinstance(target, ToQueue) and self.queues is not None:
+            did = dialled if app.config.number(dialled) is not None else None
+            self.queues.on_invite(req, peer, key, caller, target.name, dialled, did=did,
+                                  hops=hops)
             return
         if isinstance(target, ToUser | ToRingGroup | ToOutside):
             # SipApp has already refused bodies other than SDP (415) before authenticating.
@@ -209,6 +219,22 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         )
         app.respond(key, req, 100)
         self.app.spawn(self._start(call))
+
+    def busy_users(self) -> set[str]:
+        """Users on a call now (either end, answered or ringing them, or talking to one of
+        the PBX's own services): one pass over the calls for the queues' tick."""
+        busy: set[str] = set()
+        for c in self.calls.values():
+            if c.state == "ended":
+                continue
+            busy.add(c.caller.id)
+            if c.state == "answered":
+                busy.add(c.callee.id)
+            elif 0 <= c.step < len(c.plan):
+                busy.update(u.id for u in c.plan[c.step].users)
+        for local in self.local.active.values():
+            busy.add(local.caller.id)
+        return busy
 
     def _on_a_call(self, user_id: str, ignore: Call | None = None) -> bool:
         """Whether ``user_id`` is in a call other than ``ignore``: its caller, its answered
@@ -301,6 +327,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         h.add("Allow", ALLOW)
         h.add("Supported", SUPPORTED)
         h.add("User-Agent", app.user_agent)
+        for name, value in call.extra_headers:
+            h.add(name, value)
         if body:
             h.add("Content-Type", "application/sdp")
         req = Request("INVITE", SipUri.parse(binding.uri), h, body)
@@ -326,7 +354,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
 
     # -- responses on B-leg forks ------------------------------------------------------------
     def on_response(self, resp: Response, key: str) -> None:
-        if self.transfers.on_response(resp, key):
+        if self.transfers.on_response(resp, key) or self.local.originator.on_response(resp, key):
             return
         if key in self._forks:
             call, fork = self._forks[key]
@@ -370,6 +398,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         fork.done = True
         fork.status = code
         self._forks.pop(fork.key, None)
+        if call.observer is not None and not fork.cancelled:
+            call.observer.fork_failed(call, fork)
         self._step_failed(call, fork)
 
     def _on_fork_answer(self, call: Call, fork: Fork, resp: Response) -> None:
@@ -413,6 +443,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         if not body and call.a_offer is not None:
             # No answer SDP: answer A with the relay on its side and the original codecs.
             body = self._sdp_for(call, "a", call.a_offer)
+        if call.observer is not None:
+            call.observer.answered(call)
         if call.a_local is not None:
             self._answered_for_local(call, body)
             return
@@ -546,7 +578,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
     # -- failures and the end of a call ------------------------------------------------------
     def on_failure(self, key: str) -> None:
         """A client transaction timed out or its transport failed (treated as 408)."""
-        if self.transfers.on_failure(key) or self.local.on_failure(key):
+        if self.transfers.on_failure(key) or self.local.on_failure(key) \
+                or self.local.originator.on_failure(key):
             return
         if key in self._forks:
             call, fork = self._forks[key]
@@ -570,6 +603,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         fork.done = True
         fork.status = 408
         self._forks.pop(fork.key, None)
+        if call.observer is not None and not fork.cancelled:
+            call.observer.fork_failed(call, fork)
         self._step_failed(call, fork)
 
     def check_media(self, now: float, timeout: float) -> None:
@@ -644,6 +679,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
             duration, ring = 0.0, (ended - call.started).total_seconds()
         if call.a_local is not None and call.answered_at is None:
             record = False  # never bridged: the caller's local call keeps the record
+        if call.observer is not None:
+            call.observer.ended(call)
         if record:
             keys = "".join(call.a_local.keys) if call.a_local is not None else ""
             self.app.records.emit(CallEnded(

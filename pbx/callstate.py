@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from media.relay import Leg
 from media.sdp import SdpError, SessionDescription, direction
@@ -115,6 +115,19 @@ class Forwarded:
     request: Request
 
 
+class CallObserver(Protocol):
+    """Told what becomes of a call's phones (a queue counting its offers to agents)."""
+
+    def fork_failed(self, call: Call, fork: Fork) -> None:
+        """A phone answered with a final error or timed out (not one the PBX cancelled)."""
+
+    def answered(self, call: Call) -> None:
+        """``call.callee`` answered (for a bridged local caller: before the caller moves)."""
+
+    def ended(self, call: Call) -> None:
+        """The call ended (answered or not)."""
+
+
 @dataclass(slots=True)
 class Call:
     id: str
@@ -181,6 +194,9 @@ class Call:
 
     transfer: Transfer | None = None
     """The transfer in progress on this call (a :class:`pbx.transfer.Transfer`), if any."""
+    observer: CallObserver | None = None
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    """Headers added to every INVITE to the callee's phones."""
 
     def dialog(self, side: Side) -> Dialog | None:
         return self.a_dialog if side == "a" else self.b_dialog

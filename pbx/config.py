@@ -39,6 +39,7 @@ from pbx.config_prompts import (
     PromptSource,
     PromptsSection,
 )
+from pbx.config_queues import QueueConfig, queue_problems
 from pbx.config_routing import (
     DialplanSection,
     IvrMenu,
@@ -111,6 +112,7 @@ class Config(BaseModel):
     numbers: tuple[Number, ...] = ()
     ring_groups: dict[Name, RingGroup] = Field(default_factory=dict)
     ivr: dict[Name, IvrMenu] = Field(default_factory=dict)
+    queues: dict[Name, QueueConfig] = Field(default_factory=dict)
 
     _by_extension: dict[str, User] = PrivateAttr(default_factory=dict)
     _by_id: dict[str, User] = PrivateAttr(default_factory=dict)
@@ -358,6 +360,7 @@ def _duplicates(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], st
             else:
                 seen_specs[text] = index
     problems.extend(routing_problems(data))
+    problems.extend(queue_problems(data))
     return problems
 
 

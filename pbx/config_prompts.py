@@ -329,7 +329,48 @@ class PromptsSection(BaseModel):
     presence_available: PromptSource = _english("You are now available for calls.")
     presence_do_not_disturb: PromptSource = _english("Do not disturb is on.")
     presence_offline: PromptSource = _english("You are now offline.")
+    queue_full: PromptSource = _english(
+        "All our agents are busy and no more callers can wait. Please call again later."
+    )
+    queue_timeout: PromptSource = _english(
+        "We are sorry, nobody could take your call. Please call again later."
+    )
+    queue_closed: PromptSource = _english(
+        "We are sorry, we cannot take your call now. Please call again later."
+    )
+    callback_offer: PromptSource = _english(
+        "To be called back at the number you are calling from, keeping your place in line, "
+        "press 1. To enter another number, press 2."
+    )
+    callback_enter: PromptSource = _english(
+        "Enter the number to call back, then press the hash key."
+    )
+    callback_confirmed: PromptSource = _english(
+        "Thank you. We will call you back when it is your turn. You may hang up now."
+    )
+    callback_connecting: PromptSource = _english("Connecting your callback.")
+    agent_logged_in: PromptSource = _english("You are logged in to your queues.")
+    agent_logged_out: PromptSource = _english("You are logged out of your queues.")
+    agent_paused: PromptSource = _english("You are paused.")
+    agent_unpaused: PromptSource = _english("You are taking queue calls again.")
+    agent_not_member: PromptSource = _english("You are not a member of any queue.")
     digits: DigitsPrompt = DigitsPrompt(language="en")
+    queue_position: str = "You are number {position} in line."
+    """Spoken to a waiting caller (``{position}``: 2 and up); text-to-speech."""
+    queue_next: str = "You are next in line."
+    queue_wait: str = "Your estimated wait is about {minutes} minutes."
+    """``{minutes}``: the estimated wait, rounded up."""
+    queue_wait_short: str = "Your estimated wait is less than a minute."
+
+    @field_validator("queue_position", "queue_next", "queue_wait", "queue_wait_short")
+    @classmethod
+    def _queue_text(cls, value: str, info: ValidationInfo) -> str:
+        text = _check_text(value)
+        needs = {"queue_position": "{position}", "queue_wait": "{minutes}"}.get(
+            info.field_name or "")
+        if needs is not None and needs not in text:
+            raise ValueError(f"text must contain {needs}")
+        return text
 
     def sources(self) -> dict[str, PromptSource]:
         """Every named prompt except ``digits``, by name."""
@@ -337,7 +378,8 @@ class PromptsSection(BaseModel):
 
 
 PROMPT_NAMES: tuple[str, ...] = tuple(
-    name for name in PromptsSection.model_fields if name != "digits"
+    name for name, field in PromptsSection.model_fields.items()
+    if field.annotation in (PromptSource, "PromptSource")
 )
 """Names of the system prompts (``prompts.<name>``), ``digits`` aside."""
 

@@ -225,6 +225,20 @@ class DialplanSection(BaseModel):
     """Trunks for outside calls, first tried first; None: every trunk, in the listed order."""
     outside_prefix: Annotated[str, AfterValidator(_outside_prefix)] | None = None
     """What an extension dials before an outside number (``0`` or ``9``); None: nothing."""
+    timezone: str = "UTC"
+    """IANA time zone of the site (``Asia/Tokyo``): queue rules' days and hours use it."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as "
+                             "Asia/Tokyo or Europe/Berlin") from None
+        return value
 
     @field_validator("region", mode="before")
     @classmethod

@@ -78,9 +78,7 @@ def routing_problems(data: Mapping[str, Any]) -> list[Problem]:
             name = route.get(kind)
             if not isinstance(name, str):
                 continue
-            if kind == "queue" and not isinstance(data.get("queues"), Mapping):
-                problems.append(((*path, kind), f'no queues configured (for queue "{name}")'))
-            elif name not in targets[kind]:
+            if name not in targets[kind]:
                 problems.append(
                     ((*path, kind), f'unknown {label[kind]} "{name}" (not in {plural[kind]})')
                 )
@@ -120,6 +118,13 @@ def routing_problems(data: Mapping[str, Any]) -> list[Problem]:
                         )
             check_route(group.get("fallback"), ("ring_groups", name, "fallback"))
         problems.extend(_fallback_loops(groups))
+
+    queues = data.get("queues")
+    if isinstance(queues, Mapping):
+        for name, queue in queues.items():
+            if isinstance(queue, Mapping):
+                for key in ("on_full", "on_timeout", "on_exit"):
+                    check_route(queue.get(key), ("queues", name, key))
 
     trunk_names: dict[str, int] = {}
     networks: list[tuple[int, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []

@@ -385,8 +385,17 @@ class FeaturesSection(BaseModel):
     """The caller's user takes no ring group or queue calls until they dial ``available``."""
     offline: DialCode | None = "*23"
     """The caller's user is away: like do-not-disturb, shown as offline."""
+    agent_login: DialCode | None = "*31"
+    """The caller logs in to every queue they are a member of."""
+    agent_logout: DialCode | None = "*32"
+    """The caller logs out of their queues (after the call they are on, if any)."""
+    agent_pause: DialCode | None = "*33"
+    """The caller takes no queue calls for now (reason "paused from phone")."""
+    agent_unpause: DialCode | None = "*34"
+    """The caller takes queue calls again."""
 
     @field_validator("echo_test", "key_test", "available", "do_not_disturb", "offline",
+                     "agent_login", "agent_logout", "agent_pause", "agent_unpause",
                      mode="before")
     @classmethod
     def _code_as_text(cls, value: object) -> object:
@@ -425,6 +434,8 @@ class User(BaseModel):
     """Ring the user's phones even while they are on a call; False answers 486 Busy Here."""
     dtmf_mode: Literal["auto", "rfc4733", "info", "inband"] = "auto"
     """How the PBX listens for keys from this user's phone."""
+    department: str | None = Field(default=None, min_length=1, max_length=64)
+    """The team the user belongs to; queue assignment rules can target a department."""
 
     @model_validator(mode="before")
     @classmethod

@@ -202,24 +202,30 @@ class LocalCalls:
         self._by_dialog: dict[tuple[str, str], LocalCall] = {}
         self._by_key: dict[str, LocalCall] = {}
         self.active: dict[str, LocalCall] = {}
+        from .originate import Originator
+
+        #: Calls the PBX places itself (a queue's callback rings the agent first).
+        self.originator = Originator(self)
 
     def __len__(self) -> int:
         return len(self.active)
 
     # -- a new call --------------------------------------------------------------------------
     def on_invite(self, req: Request, peer: Peer, key: str, caller: User | Outsider,
-                  service: Service, name: str, *, number: str | None = None) -> None:
+                  service: Service, name: str, *, number: str | None = None,
+                  ) -> LocalCall | None:
+        """Answer the INVITE and run ``service``; the call (None if refused at once)."""
         app = self.app
         try:
             offer = SessionDescription.parse(req.body) if req.body else None
         except SdpError as e:
             app.respond(key, req, 400, f"Bad SDP: {e}"[:80], to_tag=new_tag())
-            return
+            return None
         if offer is None:
             # The PBX answers with media it plays; a delayed offer would need its own offer
             # in the 200 (RFC 3261 13.2.1), which phones calling a service never do.
             app.respond(key, req, 488, "SDP offer required", to_tag=new_tag())
-            return
+            return None
         call = LocalCall(
             id=str(uuid.uuid4()), caller=caller, number=number or req.uri.user or "",
             invite=req,
@@ -237,6 +243,14 @@ class LocalCalls:
         ))
         app.respond(key, req, 100)
         self.app.spawn(self._answer(call, offer, service, name))
+        return call
+
+    def adopt(self, call: LocalCall) -> None:
+        """A call the PBX placed itself was answered (see :mod:`pbx.originate`): from now on
+        it is handled like any local call (its dialog's requests, hang-up, media check)."""
+        assert call.dialog is not None
+        self.active[call.id] = call
+        self._by_dialog[(call.dialog.call_id, call.tag)] = call
 
     def take_over(self, ringing: Call, service: Service, name: str, *,
                   missed: bool = False) -> None:
@@ -342,7 +356,18 @@ class LocalCalls:
 
     # -- connecting the caller to a phone ----------------------------------------------------
     async def connect(self, call: LocalCall, target: Target) -> int | None:
-        """See :meth:`LocalCall.connect`."""
+        """See :meth:`LocalCall.connect`. A queue keeps the caller until their time there is
+        over (connected to an agent, or sent away): None either way."""
+        from .routing import ToQueue
+
+        if isinstance(target, ToQueue):
+            from .queuewait import join_and_wait
+
+            queues = self.calls.queues
+            if queues is None:
+                return 404
+            await join_and_wait(queues, call, target.name, 0)
+            return None
         plan, group = self.calls.plan_for(target)
         if isinstance(plan, int):
             return plan

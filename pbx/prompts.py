@@ -29,6 +29,7 @@ from media.tts import TextToSpeech, TtsError
 from pbx.config import Config, ConfigError, ConfigIssue, load_config
 from pbx.config_errors import KeyPath
 from pbx.config_prompts import DTMF_KEYS, PROMPT_NAMES, DigitsPrompt, PromptSource
+from pbx.config_queues import queue_prompts
 from pbx.config_routing import IvrMenu, ivr_prompts
 from pbx.promptcache import FetchError, UrlCache
 
@@ -65,7 +66,9 @@ class Prompts:
         spoken: Mapping[tuple[str, str, str | None], Frame] | None = None,
         keep: object = None,
         ivr: Mapping[str, Frame] | None = None,
+        queue_music: Mapping[str, Frame | None] | None = None,
     ) -> None:
+        self._queue_music = dict(queue_music or {})
         self._clips = dict(clips)
         self._ivr = dict(ivr or {})
         self._digits = dict(digits)
@@ -139,6 +142,13 @@ class Prompts:
     ) -> PlaylistSource:
         """A fresh source speaking ``text`` once (see :meth:`text_clip`; blocking at first)."""
         return PlaylistSource([self.text_clip(text, language, voice)])
+
+    def queue_music(self, queue: str) -> LoopingSource:
+        """A fresh, endless source of ``queues.<queue>.music`` (the hold music if unset)."""
+        if queue not in self._queue_music:
+            return self.hold_music()
+        music = self._queue_music[queue]
+        return default_hold_music() if music is None else LoopingSource(music)
 
     def hold_music(self) -> LoopingSource:
         """A fresh, endless source of the hold music (``media.hold_music``)."""
@@ -283,7 +293,7 @@ def resolve(config: Config, previous: Prompts | None = None) -> Prompts:
         jobs[("prompt", name)] = _job(resolver, source, ("prompts", name))
     for key in DTMF_KEYS:
         jobs[("digit", key)] = _speak_job(resolver, digits, key)
-    ivr_sources = list(ivr_prompts(config.ivr))
+    ivr_sources = list(ivr_prompts(config.ivr)) + queue_prompts(config.queues)
     for path, source in ivr_sources:
         jobs[("ivr", ivr_key(path))] = _job(resolver, source, path)
     option_texts = sorted(set(_option_texts(config)))
@@ -294,6 +304,10 @@ def resolve(config: Config, previous: Prompts | None = None) -> Prompts:
         jobs[("music", "")] = lambda: _frozen_default()
     else:
         jobs[("music", "")] = _job(resolver, music.as_prompt(), ("media", "hold_music"))
+    for name, queue in config.queues.items():
+        if queue.music is not None and not queue.music.is_default:
+            jobs[("queue_music", name)] = _job(resolver, queue.music.as_prompt(),
+                                               ("queues", name, "music"))
     # Each TextToSpeech lists the installed voices once; do it before the workers race to.
     with contextlib.suppress(TtsError):  # every text prompt reports it below
         resolver.tts.available_languages()
@@ -305,6 +319,12 @@ def resolve(config: Config, previous: Prompts | None = None) -> Prompts:
         resolver.issues.append(
             config.issue(("media", "hold_music"), "music is shorter than 20 ms; nothing to loop")
         )
+    for name, queue in config.queues.items():
+        samples = results.get(("queue_music", name))
+        if queue.music is not None and not queue.music.is_default and samples is not None \
+                and len(samples) < FRAME_SAMPLES:
+            resolver.issues.append(config.issue(("queues", name, "music"),
+                                                "music is shorter than 20 ms; nothing to loop"))
     resolver.issues.extend(_menu_issues(config))
     if resolver.issues:
         raise ConfigError(sorted(set(resolver.issues)))
@@ -322,6 +342,10 @@ def resolve(config: Config, previous: Prompts | None = None) -> Prompts:
         clips={name: _present(samples) for name, samples in clips.items()},
         digits={key: _present(results[("digit", key)]) for key in DTMF_KEYS},
         music=None if music.is_default else _present(music_samples),
+        queue_music={
+            name: (None if queue.music.is_default else _present(results[("queue_music", name)]))
+            for name, queue in config.queues.items() if queue.music is not None
+        },
         tts=resolver.tts,
         language=config.media.language,
         warnings=tuple(resolver.warnings),

@@ -12,8 +12,25 @@ from typing import Protocol
 from .acd import IntervalFigures, LiveFigures
 
 __all__ = [
-    "AgentView", "QueueControl", "QueueControlError", "QueueNotFound", "QueueView", "WaitingCall",
+    "AgentView", "CallerRecord", "QueueControl", "QueueControlError", "QueueNotFound",
+    "QueueView", "WaitingCall",
 ]
+
+
+class CallerRecord(Protocol):
+    """The CRM record a caller's number matched (supplied by crmsync's look-up)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def record_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def owner(self) -> str | None: ...
 
 
 class QueueControlError(ValueError):

@@ -70,7 +70,27 @@ class CallTransferred:
     """blind | attended"""
 
 
-CallEvent = CallStarted | CallAnswered | CallEnded | CallTransferred
+@dataclass(frozen=True, slots=True)
+class CallQueued:
+    """What became of the call in a queue (one event per queue it waited in; the last wins)."""
+
+    call_id: str
+    queue: str
+    result: str
+    """answered | abandoned | timeout | unassigned | full | moved | exit"""
+    waited: float
+    """Seconds the caller waited in the queue."""
+    agent: str | None = None
+    """The agent who took the call (``answered``)."""
+    rule: str | None = None
+    """The assignment rule that matched the caller."""
+    callback_number: str | None = None
+    """The number the caller asked to be called back at, if they did."""
+    callback_attempts: int = 0
+    """Times the PBX dialled that number so far."""
+
+
+CallEvent = CallStarted | CallAnswered | CallEnded | CallTransferred | CallQueued
 
 
 class RecordSink(Protocol):

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from crmsync.lookup import CallerLookup, Match
 from crmsync.models import Base as CrmBase
 from crmsync.writer import CallRecordFolder
 from media.relay import PortAllocator
@@ -33,6 +34,8 @@ from .db import WriteBehind, open_engine
 from .presence import Presence
 from .presence import metadata as presence_metadata
 from .prompts import Prompts, load_resolved, resolve
+from .queues import Queues
+from .queuewait import agent_services
 from .recording import Recordings
 from .records import CallEvent
 from .registration import RegistrationService
@@ -144,6 +147,12 @@ class Pbx:
         self.app.hold_music = lambda: self.prompts.hold_music()
         self.recordings = Recordings(config.storage.recordings, config.recording.format)
         self.app.recordings = self.recordings
+        self.caller_lookup = CallerLookup(self.engine, config.dialplan.region)
+        self.queues = Queues(self.app, self.app.calls)
+        self.queues.lookup = self._lookup
+        self.app.calls.queues = self.queues
+        self.app.calls.services.update(agent_services(self.queues))
+        self.queues.start()
         for spec in sip.listen:
             host, port = await self.transport.listen(ListenSpec(spec.transport, spec.host,
                                                                 spec.port))
@@ -190,6 +199,11 @@ class Pbx:
             except Exception:
                 logger.exception("flushing call records failed")
 
+    def _lookup(self, number: str) -> tuple[Match | None, str | None]:
+        """The CRM record and the last agent of a caller (blocking: run in a thread)."""
+        agents = [u.id for u in self.config.users]
+        return self.caller_lookup.match(number), self.caller_lookup.last_agent(number, agents)
+
     def _save_bindings(self) -> None:
         job = self.binding_writer.flush()
         if job is not None:
@@ -234,12 +248,14 @@ class Pbx:
         self.prompts = prompts
         self.app.prompts = prompts
         self.app.apply_config(applied)
+        self.queues.apply_config(applied)
         self.trunk_registrations.apply(applied.trunks)
         logging.getLogger().setLevel(applied.logging.level.upper())
         logger.info("config reloaded: %d users", len(applied.users))
         return True
 
     async def stop(self) -> None:
+        await self.queues.stop()
         for call in list(self.app.calls.calls.values()):
             self.app.calls.hangup(call, "PBX shutting down")
         self.app.calls.local.hangup_all("PBX shutting down")

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from crmsync.models import Base, Call
 from crmsync.writer import CallRecordFolder
-from pbx.records import CallAnswered, CallEnded, CallStarted
+from pbx.records import CallAnswered, CallEnded, CallQueued, CallStarted
 
 T0 = datetime(2026, 11, 21, 9, 0, 0)
 
@@ -51,7 +51,21 @@ def test_events_fold_into_one_row_across_flushes() -> None:
     assert rows["c2"].answered_at is None
 
 
-def test_events_of_an_unknown_call_are_ignored() -> None:
+def test_events_after_the_final_write_update_the_row() -> None:
+    """A queue's result can come after the caller's hang-up was written: it updates the row
+    (and an event of a call this process never started updates nothing)."""
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
     folder = CallRecordFolder()
+    folder.add(CallStarted("c1", "sip-1", "inbound", "+81312345678", "", "5000", None, None,
+                           T0))
+    folder.add(CallEnded("c1", T0, "no_answer", "caller hung up", "caller", None, 0.0, 9.0))
+    _apply(engine, folder)
+    folder.add(CallQueued("c1", "support", "abandoned", 8.5))
     folder.add(CallAnswered("nope", T0, "bob", 1.0))
-    assert folder.flush() is None
+    assert _apply(engine, folder) == 1
+    with Session(engine) as s:
+        rows = {c.id: c for c in s.scalars(select(Call))}
+    assert set(rows) == {"c1"}
+    assert rows["c1"].queue == "support" and rows["c1"].queue_result == "abandoned"
+    assert rows["c1"].queue_wait == 8.5 and rows["c1"].disposition == "no_answer"

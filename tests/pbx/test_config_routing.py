@@ -305,7 +305,7 @@ def test_number_and_route_errors(tmp_path: Path) -> None:
         'pbx.yaml:11:37: numbers[2].route.ivr: unknown IVR "nope" (not in ivr)',
         "pbx.yaml:12:6: numbers[3].number: invalid number '12-34': not a valid phone number "
         "in region JP; write it as dialled there or as +<country code><number>",
-        'pbx.yaml:12:31: numbers[3].route.queue: no queues configured (for queue "support")',
+        'pbx.yaml:12:31: numbers[3].route.queue: unknown queue "support" (not in queues)',
         "pbx.yaml:13:30: numbers[4].type: must be 'local', 'mobile' or 'tollfree', got "
         "'freephone'",
         "pbx.yaml:13:47: numbers[4].route: give only one of user, ring_group, ivr or queue, "

@@ -504,10 +504,13 @@ def test_unknown_prompt_names_and_bad_shapes_are_config_errors(tmp_path: Path) -
     assert found == [
         "pbx.yaml:7:3: media.hold_music: music cannot be text-to-speech; use default, "
         "{file: PATH} or {url: https://...}",
-        "pbx.yaml:9:3: prompts.welcome: unknown key (allowed here: busy, digits, dtmf_test, "
-        "echo_test, goodbye, invalid_choice, not_found, presence_available, "
-        "presence_do_not_disturb, presence_offline, recording_paused, recording_resumed, "
-        "unavailable)",
+        "pbx.yaml:9:3: prompts.welcome: unknown key (allowed here: agent_logged_in, "
+        "agent_logged_out, agent_not_member, agent_paused, agent_unpaused, busy, "
+        "callback_confirmed, callback_connecting, callback_enter, callback_offer, digits, "
+        "dtmf_test, echo_test, goodbye, invalid_choice, not_found, presence_available, "
+        "presence_do_not_disturb, presence_offline, queue_closed, queue_full, queue_next, "
+        "queue_position, queue_timeout, queue_wait, queue_wait_short, recording_paused, "
+        "recording_resumed, unavailable)",
         "pbx.yaml:10:3: prompts.busy: expected {text: ...}, {file: PATH} or {url: https://...}, "
         "got 'The line is busy.'",
         "pbx.yaml:11:3: prompts.goodbye: give only one of text, file or url, not text and url",

@@ -1,0 +1,802 @@
+"""Call queues on live calls: the host of the pure ACD core (:mod:`pbx.acd`).
+
+Callers routed to a queue are answered by the PBX (a :class:`pbx.localcall.LocalCall` running
+the waiting service of :mod:`pbx.queuewait`: music, announcements, the caller's keys). This
+module keeps one :class:`~pbx.acd.QueueState` per configured queue, with :class:`~pbx.acd.Agent`
+objects shared between the queues an agent belongs to, feeds it what happens (arrivals, phones
+answering or refusing, calls ending, agents' states) and carries out the actions it returns:
+an offer rings the agents' phones through :meth:`pbx.calls.CallController.bridge_local` while
+the caller keeps hearing the music; the agent who answers gets the caller moved to them by a
+re-INVITE, under the same call record.
+
+Admission is decided synchronously when the INVITE arrives (waiting callers plus callers still
+being answered), so a queue's ``max_callers`` holds exactly under concurrent arrivals.
+An agent is offered calls only while *reachable*: logged in to the queue, a phone registered,
+presence available and not on another call; the core sees the others as not eligible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from .acd import (
+    AcdError,
+    Action,
+    Agent,
+    AgentBack,
+    AgentPaused,
+    AgentState,
+    Connected,
+    Offer,
+    OfferCancelled,
+    OfferExpired,
+    QueueParams,
+    QueueState,
+    TimedOut,
+    Unassigned,
+    tick_all,
+)
+from .callstate import Call, Fork, Outsider, RingStep
+from .queueviews import (
+    AgentView,
+    CallerRecord,
+    QueueControlError,
+    QueueNotFound,
+    QueueView,
+    WaitingCall,
+)
+from .records import CallQueued
+from .routing import route_target
+
+if TYPE_CHECKING:
+    from sip.message import Request
+    from sip.transaction import Peer
+
+    from .calls import CallController
+    from .config import Config, User
+    from .config_queues import QueueConfig
+    from .localcall import LocalCall
+    from .originate import Origination
+    from .sipapp import SipApp
+
+logger = logging.getLogger(__name__)
+
+#: How often the queues look at the time (offers expiring, waits ending, wrap-ups).
+TICK = 0.25
+#: Queue-to-queue hops one caller may take (on_full/on_timeout naming another queue).
+MAX_HOPS = 5
+#: Handling times remembered per queue for the estimated wait.
+_HANDLED = 20
+
+
+@dataclass(eq=False)
+class QueueCaller:
+    """A caller in (or on the way into) a queue."""
+
+    local: LocalCall
+    queue: str
+    hops: int = 0
+    arrived: float = 0.0
+    """Monotonic time of arrival (the queue's clock)."""
+    admitted: bool = False
+    crm: CallerRecord | None = None
+    did: str | None = None
+    rule: str | None = None
+    offering: Call | None = None
+    """The call ringing agents for this caller now."""
+    picked_by: str | None = None
+    """An agent who picked this caller from the list: the ringing is theirs alone."""
+    connected_to: str | None = None
+    outcome: str | None = None
+    """Set by the queue for the waiting service: ``timeout``, ``unassigned``, ``moved``."""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    callback_number: str | None = None
+    callback_attempts: int = 0
+    callback_offer: Origination | None = None
+    """The agents' phones ringing for this callback now."""
+
+    @property
+    def caller_number(self) -> str:
+        return self.local.caller.extension
+
+    @property
+    def caller_name(self) -> str:
+        caller = self.local.caller
+        if isinstance(caller, Outsider):
+            return caller.name
+        return caller.name
+
+
+class Queues:
+    """Every queue of the configuration, on live calls (see the module docstring)."""
+
+    def __init__(self, app: SipApp, controller: CallController) -> None:
+        self.app = app
+        self.controller = controller
+        self.agents: dict[str, Agent] = {}
+        self.states: dict[str, QueueState] = {}
+        self.callers: dict[str, QueueCaller] = {}
+        self._reserved: dict[str, set[str]] = {}
+        self._connected: dict[str, tuple[str, str]] = {}
+        """Bridged queue calls: call id -> (queue, agent)."""
+        self.dialling: set[str] = set()
+        """Callbacks whose agent answered and whose customer is being dialled."""
+        self._handled: dict[str, list[float]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._kick: asyncio.Handle | None = None
+        self.lookup: Callable[[str], tuple[CallerRecord | None, str | None]] | None = None
+        """Blocking CRM look-up of a caller's number (match, last agent); run in a thread."""
+        self.apply_config(app.config)
+
+    # -- configuration ------------------------------------------------------------------------
+    def apply_config(self, config: Config) -> None:
+        """Build the queues of ``config``; on a reload agents keep their state and callers
+        their place (a queue that is gone takes no new callers; those waiting stay)."""
+        now = self.app.now()
+        for name, qc in config.queues.items():
+            params = _params(name, qc)
+            members = [self._agent(uid, now) for uid in qc.members]
+            state = self.states.get(name)
+            if state is None:
+                self.states[name] = QueueState(params, members, now)
+                self._reserved.setdefault(name, set())
+                continue
+            state.params = params
+            keep = {a.user_id for a in members}
+            state.members = members + [
+                a for a in state.members
+                if a.user_id not in keep and a.state in (AgentState.RINGING, AgentState.ON_CALL)
+            ]
+
+    def _agent(self, user_id: str, now: float) -> Agent:
+        agent = self.agents.get(user_id)
+        if agent is None:
+            agent = Agent(user_id, AgentState.AVAILABLE, now, available_since=now)
+            self.agents[user_id] = agent
+        return agent
+
+    def config(self, name: str) -> QueueConfig | None:
+        return self.app.config.queues.get(name)
+
+    # -- running ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = self.app.spawn(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self.tick()
+            except Exception:
+                logger.exception("queue tick failed")
+
+    def kick(self) -> None:
+        """Tick soon (an arrival, an agent back): offers go out without waiting for the clock."""
+        if self._kick is None:
+            self._kick = asyncio.get_running_loop().call_soon(self._kicked)
+
+    def _kicked(self) -> None:
+        self._kick = None
+        self.tick()
+
+    def tick(self) -> None:
+        now = self.app.now()
+        self._sync_agents()
+        self._run_actions(tick_all(list(self.states.values()), now), now)
+        self.app.flush()
+
+    def _sync_agents(self) -> None:
+        """Who can take a call now: reachable agents only (see the module docstring)."""
+        busy = self.controller.busy_users()
+        app = self.app
+        for agent in self.agents.values():
+            uid = agent.user_id
+            agent.reachable = (
+                uid not in busy and app.presence.available(uid) and bool(app.lookup(uid))
+            )
+        # An agent whose caller was transferred away is free for the queue again.
+        for call_id, (queue, uid) in list(self._connected.items()):
+            if call_id in self.dialling:
+                continue
+            call = self.controller.calls.get(call_id)
+            if call is None or uid not in (call.callee.id, call.caller.id):
+                self._agent_done(call_id, queue, uid)
+
+    # -- callers ------------------------------------------------------------------------------
+    def on_invite(self, req: Request, peer: Peer, key: str, caller: User | Outsider, name: str,
+                  dialled: str, *, did: str | None = None, hops: int = 0) -> None:
+        """A new call for queue ``name``: admitted (answered, waits) or sent to ``on_full``."""
+        from .queuewait import full_service, wait_service
+
+        qc = self.config(name)
+        state = self.states.get(name)
+        if qc is None or state is None:
+            self.app.respond(key, req, 404, "No such queue")
+            return
+        if len(state) + len(self._reserved[name]) >= qc.max_callers:
+            state.count_full()
+            logger.info("queue %s is full: caller %s goes to %s", name, caller.extension,
+                        "on_full" if qc.on_full else "the full message")
+            if qc.on_full is not None and hops < MAX_HOPS:
+                target = route_target(self.app.config, qc.on_full)
+                self.controller.on_invite(req, peer, key, caller, target=target,
+                                          dialled=dialled, hops=hops + 1)
+                return
+            self.controller.local.on_invite(req, peer, key, caller, full_service(self, name),
+                                            f"queue {name} full", number=dialled)
+            return
+        local = self.controller.local.on_invite(
+            req, peer, key, caller, wait_service(self), f"queue {name}", number=dialled)
+        if local is None:
+            return
+        local.missed = True  # answered to wait, not by anyone: no answer until an agent takes it
+        self._reserved[name].add(local.id)
+        self.callers[local.id] = QueueCaller(local, name, hops=hops, did=did)
+
+    def join(self, local: LocalCall, name: str, hops: int) -> QueueCaller | None:
+        """An answered caller comes to queue ``name`` (an IVR option, another queue's
+        route); None when it is full (the caller is told so by the waiting service)."""
+        qc = self.config(name)
+        state = self.states.get(name)
+        if qc is None or state is None:
+            return None
+        if len(state) + len(self._reserved[name]) >= qc.max_callers:
+            state.count_full()
+            return None
+        self._reserved[name].add(local.id)
+        caller = QueueCaller(local, name, hops=hops)
+        self.callers[local.id] = caller
+        return caller
+
+    def admit(self, caller: QueueCaller, assignment: object) -> int:
+        """The caller is answered and looked up: into the line. Returns the position."""
+        state = self.states[caller.queue]
+        now = self.app.now()
+        self._reserved[caller.queue].discard(caller.local.id)
+        admitted = state.arrive(caller.local.id, caller.caller_number, now,
+                                assignment=assignment)  # type: ignore[arg-type]
+        caller.arrived = now
+        caller.admitted = True
+        self.kick()
+        return getattr(admitted, "position", 0)
+
+    def release(self, caller: QueueCaller) -> None:
+        """The caller's time in the queue is over (hung up, left, connected or sent away)."""
+        self._reserved.get(caller.queue, set()).discard(caller.local.id)
+        self.callers.pop(caller.local.id, None)
+        state = self.states.get(caller.queue)
+        if caller.admitted and state is not None and state.has(caller.local.id):
+            now = self.app.now()
+            waited = state.leave(caller.local.id, now)
+            self._withdraw(caller, None, "caller left the queue")
+            self._record(caller, "abandoned", waited, None)
+            self.kick()
+
+    def position(self, caller: QueueCaller) -> int:
+        state = self.states.get(caller.queue)
+        if state is None or not state.has(caller.local.id):
+            return 0
+        return state.position(caller.local.id)
+
+    def estimated_wait(self, caller: QueueCaller) -> float | None:
+        """Seconds until an agent is likely free for this caller, from the handling times
+        measured in this queue; None before any call was handled."""
+        handled = self._handled.get(caller.queue)
+        state = self.states.get(caller.queue)
+        if not handled or state is None:
+            return None
+        staffed = sum(1 for a in state.members
+                      if a.state not in (AgentState.PAUSED, AgentState.OFFLINE)
+                      and getattr(a, "reachable", True))
+        average = sum(handled) / len(handled)
+        return self.position(caller) * average / max(1, staffed)
+
+    def ringing_now(self, caller: QueueCaller) -> bool:
+        """Whether an agent is being offered this caller right now."""
+        return caller.offering is not None and caller.offering.state in ("setup", "ringing")
+
+    def set_callback(self, caller: QueueCaller, number: str) -> None:
+        caller.callback_number = number
+        state = self.states[caller.queue]
+        state.set_callback(caller.local.id)
+
+    # -- actions ------------------------------------------------------------------------------
+    def _run_actions(self, actions: list[Action], now: float) -> None:
+        for action in actions:
+            try:
+                self._act(action, now)
+            except Exception:
+                logger.exception("queue action %r failed", action)
+
+    def _act(self, action: Action, now: float) -> None:
+        if isinstance(action, Offer):
+            self._offer(action)
+        elif isinstance(action, OfferExpired | OfferCancelled):
+            caller = self.callers.get(action.call_id)
+            if caller is not None:
+                self._withdraw(caller, {action.agent}, "offer ended")
+        elif isinstance(action, Connected):
+            self._connected_action(action)
+        elif isinstance(action, TimedOut | Unassigned):
+            caller = self.callers.get(action.call_id)
+            if caller is not None:
+                self._withdraw(caller, None, "caller left the queue")
+                kind = "timeout" if isinstance(action, TimedOut) else "unassigned"
+                self._record(caller, kind, action.waited, None)
+                caller.admitted = False
+                caller.outcome = kind
+                caller.wake.set()
+        elif isinstance(action, AgentPaused):
+            logger.info("agent %s paused: %s", action.agent, action.reason)
+        elif isinstance(action, AgentBack):
+            logger.info("agent %s takes queue calls again", action.agent)
+
+    def _offer(self, offer: Offer) -> None:
+        caller = self.callers.get(offer.call_id)
+        now = self.app.now()
+        state = self.states.get(caller.queue) if caller is not None else None
+        users = [u for u in (self.app.config.user_by_id(a) for a in offer.agents)
+                 if u is not None]
+        if caller is not None and state is not None and offer.callback and users:
+            from .queuecallback import start_callback
+
+            logger.info("queue %s: offering the callback to %s to %s", caller.queue,
+                        caller.callback_number, ", ".join(offer.agents))
+            start_callback(self, caller, offer.agents)
+            return
+        if caller is None or state is None or caller.local.state != "answered" or not users:
+            if state is not None:
+                for agent in offer.agents:
+                    self._outcome(state, offer.call_id, agent, "missed", now)
+            return
+        qc = self.config(caller.queue)
+        seconds = (qc.ring_timeout if qc else 20.0) + 30.0  # the core ends the offer first
+        logger.info("queue %s: offering caller %s to %s", caller.queue, caller.caller_number,
+                    ", ".join(offer.agents))
+        self.controller.bridge_local(
+            caller.local, [RingStep(tuple(users), seconds)], to_number=caller.local.number,
+            ringback=False, observer=_Observer(self, caller),
+            headers=self._offer_headers(caller),
+        )
+        caller.offering = self.controller.calls.get(caller.local.id)
+
+    def _offer_headers(self, caller: QueueCaller) -> tuple[tuple[str, str], ...]:
+        # The agent's phone shows which queue the call comes from (RFC 7044 would be for
+        # diversion; Call-Info with a purpose is what phones display, RFC 3261 20.9).
+        found = [("X-Queue", caller.queue)]
+        if caller.crm is not None:
+            found.append(("X-CRM-Match", f"{caller.crm.kind}:{caller.crm.record_id}"))
+        return tuple(found)
+
+    def _withdraw(self, caller: QueueCaller, agents: set[str] | None, cause: str) -> None:
+        if caller.callback_offer is not None:
+            self.controller.local.originator.cancel(caller.callback_offer, agents)
+            return
+        call = caller.offering
+        if call is None or call.state not in ("setup", "ringing"):
+            return
+        users = agents if agents is not None else {
+            f.user.id for f in call.forks.values() if f.user is not None}
+        if agents is None:
+            users |= {u.id for step in call.plan for u in step.users}
+        self.controller.withdraw(call, users, cause)
+
+    def _connected_action(self, action: Connected) -> None:
+        caller = self.callers.get(action.call_id)
+        if caller is None:
+            return
+        caller.connected_to = action.agent
+        self._connected[action.call_id] = (caller.queue, action.agent)
+        self._record(caller, "answered", action.waited, action.agent)
+        if caller.callback_number is not None:
+            self.dialling.add(action.call_id)
+            return  # the callback dials the customer itself (pbx.queuecallback)
+        call = caller.offering
+        if call is not None and call.state == "answered" and call.callee.id == action.agent:
+            return  # the agent answered the offer: the caller is being moved to them
+        # Picked from the list: ring that agent alone, now.
+        if call is not None:
+            self._withdraw(caller, None, "picked by an agent")
+        user = self.app.config.user_by_id(action.agent)
+        if user is None:
+            return
+        caller.picked_by = action.agent
+        qc = self.config(caller.queue)
+        seconds = qc.ring_timeout if qc else 20.0
+        self.controller.bridge_local(
+            caller.local, [RingStep((user,), seconds)], to_number=caller.local.number,
+            ringback=False, observer=_Observer(self, caller),
+            headers=(*self._offer_headers(caller), ("Call-Info", "<sip:pbx>;answer-after=0"),
+                     ("Alert-Info", "<http://localhost>;info=alert-autoanswer")),
+        )
+        caller.offering = self.controller.calls.get(caller.local.id)
+
+    def _outcome(self, state: QueueState, call_id: str, agent: str, outcome: str,
+                 now: float) -> None:
+        try:
+            actions = state.offer_result(call_id, agent, outcome, now)  # type: ignore[arg-type]
+        except AcdError:
+            return  # the offer had already ended (expired, or the caller left)
+        self._run_actions(actions, now)
+
+    # -- callbacks (see pbx.queuecallback) -----------------------------------------------------
+    def offer_outcome(self, caller: QueueCaller, uid: str, outcome: str) -> None:
+        state = self.states.get(caller.queue)
+        if state is not None:
+            self._outcome(state, caller.local.id, uid, outcome, self.app.now())
+            self.kick()
+
+    def callback_answered(self, caller: QueueCaller, agent: str) -> None:
+        """The agent answered a callback offer: theirs now; the customer is dialled next."""
+        state = self.states[caller.queue]
+        now = self.app.now()
+        try:
+            actions = state.offer_result(caller.local.id, agent, "answered", now)
+        except AcdError:
+            actions = state.pick(caller.local.id, agent, now)
+        self._run_actions(actions, now)
+
+    def callback_done(self, caller: QueueCaller) -> None:
+        """The customer answered: the callback is over for the queue."""
+        self.dialling.discard(caller.local.id)
+        self.callers.pop(caller.local.id, None)
+
+    def callback_failed(self, caller: QueueCaller, agent: str, code: int) -> None:
+        """The customer was not reached: the agent is free; retry later or give up."""
+        from .queuecallback import retry_later
+
+        call_id = caller.local.id
+        self.dialling.discard(call_id)
+        info = self._connected.pop(call_id, None)
+        if info is not None:
+            self._agent_done_quietly(info[0], info[1])
+        qc = self.config(caller.queue)
+        attempts = qc.callback_attempts if qc is not None else 1
+        caller.connected_to = None
+        if caller.callback_attempts < attempts and qc is not None:
+            logger.info("queue %s: callback to %s not answered (%d), attempt %d of %d; "
+                        "again in %.0f s", caller.queue, caller.callback_number, code,
+                        caller.callback_attempts, attempts, qc.callback_retry)
+            retry_later(self, caller, float(qc.callback_retry))
+            return
+        logger.info("queue %s: callback to %s given up after %d attempts", caller.queue,
+                    caller.callback_number, caller.callback_attempts)
+        self._record(caller, "callback_failed", self.app.now() - caller.arrived, None)
+        self.callers.pop(call_id, None)
+
+    def requeue_callback(self, caller: QueueCaller) -> None:
+        state = self.states.get(caller.queue)
+        if state is None or state.has(caller.local.id):
+            return
+        state.arrive(caller.local.id, caller.callback_number or caller.caller_number,
+                     caller.arrived, callback=True, priority=1)
+        caller.admitted = True
+        self.kick()
+
+    # -- what the phones did (see _Observer) --------------------------------------------------
+    def fork_failed(self, caller: QueueCaller, fork: Fork) -> None:
+        state = self.states.get(caller.queue)
+        if state is None or fork.user is None or caller.picked_by is not None:
+            return
+        uid = fork.user.id
+        call = caller.offering
+        if call is not None and any(f.user is not None and f.user.id == uid and not f.done
+                                    for f in call.forks.values()):
+            return  # another phone of the same agent still rings
+        outcome = "rejected" if fork.status in (486, 600, 603) else "missed"
+        self._outcome(state, caller.local.id, uid, outcome, self.app.now())
+        self.kick()
+
+    def answered(self, caller: QueueCaller, call: Call) -> None:
+        state = self.states.get(caller.queue)
+        uid = call.callee.id
+        if caller.picked_by is not None or state is None:
+            return
+        now = self.app.now()
+        try:
+            actions = state.offer_result(caller.local.id, uid, "answered", now)
+        except AcdError:
+            try:  # answered just as the offer ran out: the agent has the caller anyway
+                actions = state.pick(caller.local.id, uid, now)
+            except AcdError:
+                logger.warning("queue %s: %s answered caller %s outside an offer",
+                               caller.queue, uid, caller.caller_number)
+                return
+        self._run_actions(actions, now)
+
+    def ended(self, caller: QueueCaller, call: Call) -> None:
+        if caller.offering is call:
+            caller.offering = None
+        info = self._connected.get(call.id)
+        if info is not None and call.answered_at is not None:
+            self._agent_done(call.id, *info)
+            return
+        if info is not None and caller.picked_by is not None:
+            # A picked caller whose agent did not answer: back to the front of the line.
+            self._connected.pop(call.id, None)
+            self._agent_done_quietly(info[0], info[1])
+            if caller.local.state == "answered":
+                self.states[caller.queue].arrive(caller.local.id, caller.caller_number,
+                                                 caller.arrived, priority=1)
+                caller.admitted = True
+                caller.picked_by = None
+                caller.connected_to = None
+            self.kick()
+            return
+        # An offer that ended unanswered: whoever the core still has ringing missed it (not
+        # when the caller hung up: leaving the line releases them without blame).
+        state = self.states.get(caller.queue)
+        if caller.local.ended:
+            return
+        if state is not None and state.has(caller.local.id):
+            now = self.app.now()
+            for view in state.waiting(now):
+                if view.call_id == caller.local.id:
+                    for agent in view.offered_to:
+                        self._outcome(state, caller.local.id, agent, "missed", now)
+        self.kick()
+
+    def _agent_done(self, call_id: str, queue: str, uid: str) -> None:
+        self._connected.pop(call_id, None)
+        call = self.controller.calls.get(call_id)
+        if call is not None and call.answered_mono:
+            self._measure(queue, self.app.now() - call.answered_mono)
+        self._agent_done_quietly(queue, uid)
+
+    def _agent_done_quietly(self, queue: str, uid: str) -> None:
+        state = self.states.get(queue)
+        if state is None:
+            return
+        now = self.app.now()
+        try:
+            actions = state.call_ended(uid, now)
+        except AcdError:
+            return
+        self._run_actions(actions, now)
+        self.kick()
+
+    def _measure(self, queue: str, seconds: float) -> None:
+        qc = self.config(queue)
+        handled = self._handled.setdefault(queue, [])
+        handled.append(seconds + (qc.wrap_up if qc else 0.0))
+        del handled[:-_HANDLED]
+
+    def _record(self, caller: QueueCaller, result: str, waited: float,
+                agent: str | None) -> None:
+        self.app.records.emit(CallQueued(
+            caller.local.id, caller.queue, result, round(waited, 3), agent, caller.rule,
+            caller.callback_number, caller.callback_attempts,
+        ))
+
+    # -- agents -------------------------------------------------------------------------------
+    def queues_of(self, user_id: str) -> list[str]:
+        return [name for name, state in self.states.items()
+                if any(a.user_id == user_id for a in state.members)]
+
+    def agent_login(self, user_id: str) -> None:
+        now = self.app.now()
+        names = self.queues_of(user_id)
+        if not names:
+            raise QueueNotFound(f"{user_id} is not a member of any queue")
+        for name in names:
+            self.states[name].login(user_id, now)
+        self.kick()
+
+    def agent_logout(self, user_id: str) -> None:
+        self._leave(user_id, lambda s, now: s.logout(user_id, now))
+
+    def agent_pause(self, user_id: str, reason: str) -> None:
+        self._leave(user_id, lambda s, now: s.pause(user_id, reason, now))
+
+    def agent_unpause(self, user_id: str) -> None:
+        now = self.app.now()
+        names = self.queues_of(user_id)
+        if not names:
+            raise QueueNotFound(f"{user_id} is not a member of any queue")
+        for name in names:
+            self.states[name].unpause(user_id, now)
+        self.kick()
+
+    def _leave(self, user_id: str, how: Callable[[QueueState, float], list[Action]]) -> None:
+        now = self.app.now()
+        names = self.queues_of(user_id)
+        if not names:
+            raise QueueNotFound(f"{user_id} is not a member of any queue")
+        for name in names:
+            self._run_actions(how(self.states[name], now), now)
+        self.kick()
+
+    # -- supervisor actions -------------------------------------------------------------------
+    def pick(self, name: str, call_id: str, agent: str) -> None:
+        state = self._state(name)
+        if not state.has(call_id):
+            raise QueueNotFound(f"call {call_id} is not waiting in queue {name}")
+        if agent not in self.agents or not any(a.user_id == agent for a in state.members):
+            raise QueueNotFound(f"{agent} is not a member of queue {name}")
+        if not self.app.lookup(agent):
+            raise QueueControlError(f"{agent} has no registered phone")
+        caller = self.callers.get(call_id)
+        if caller is None or caller.callback_number is not None:
+            raise QueueControlError(f"call {call_id} is not on the line (a callback)")
+        now = self.app.now()
+        try:
+            actions = state.pick(call_id, agent, now)
+        except AcdError as exc:
+            raise QueueControlError(str(exc)) from None
+        self._run_actions(actions, now)
+        self.app.flush()
+
+    def move(self, name: str, call_id: str, to_queue: str) -> None:
+        state = self._state(name)
+        target = self._state(to_queue)
+        if not state.has(call_id):
+            raise QueueNotFound(f"call {call_id} is not waiting in queue {name}")
+        if to_queue == name:
+            raise QueueControlError("the call is already in that queue")
+        qc = self.config(to_queue)
+        if qc is None or len(target) + len(self._reserved[to_queue]) >= \
+                qc.max_callers:
+            raise QueueControlError(f"queue {to_queue} is full")
+        caller = self.callers[call_id]
+        now = self.app.now()
+        self._withdraw(caller, None, "moved to another queue")
+        state.move_out(call_id, now)
+        self._record(caller, "moved", now - caller.arrived, None)
+        caller.queue = to_queue
+        caller.rule = None
+        target.arrive(call_id, caller.caller_number, now, callback=caller.callback_number
+                      is not None)
+        caller.arrived = now
+        caller.outcome = "moved"
+        caller.wake.set()
+        self.kick()
+
+    def _state(self, name: str) -> QueueState:
+        state = self.states.get(name)
+        if state is None:
+            raise QueueNotFound(f"no queue {name!r}")
+        return state
+
+    # -- views ----------------------------------------------------------------------------------
+    def view(self, name: str, *, reset: bool = False) -> QueueView:
+        state = self._state(name)
+        now = self.app.now()
+        params = state.params
+        return QueueView(name, params.strategy, params.max_callers, params.max_wait,
+                         state.live(now), state.interval(now, reset=reset))
+
+    def waiting_calls(self, name: str) -> list[WaitingCall]:
+        state = self._state(name)
+        now = self.app.now()
+        out = []
+        for view in state.waiting(now):
+            caller = self.callers.get(view.call_id)
+            crm = caller.crm if caller is not None else None
+            out.append(WaitingCall(
+                call_id=view.call_id, queue=name, position=view.position,
+                caller_number=view.caller,
+                caller_name=caller.caller_name if caller is not None else "",
+                crm_kind=crm.kind if crm else None, crm_id=crm.record_id if crm else None,
+                crm_name=crm.name if crm else None, crm_owner=crm.owner if crm else None,
+                waited=round(view.waited, 3), callback=view.callback,
+                callback_number=caller.callback_number if caller is not None else None,
+                offered_to=view.offered_to, rule=view.rule,
+            ))
+        return out
+
+    def agent_view(self, user_id: str) -> AgentView:
+        agent = self.agents.get(user_id)
+        user = self.app.config.user_by_id(user_id)
+        if agent is None or user is None:
+            raise QueueNotFound(f"no agent {user_id!r}")
+        now = self.app.now()
+        return AgentView(
+            user_id=user_id, name=user.name, extension=user.extension,
+            state=agent.state.value, paused_reason=agent.paused_reason,
+            since=round(now - agent.since, 3), calls_today=agent.calls_today,
+            queues=tuple(self.queues_of(user_id)), registered=bool(self.app.lookup(user_id)),
+        )
+
+    def new_day(self) -> None:
+        for agent in self.agents.values():
+            agent.new_day()
+
+
+class _Observer:
+    """What the phones rung for one queue caller did, passed to :class:`Queues`."""
+
+    __slots__ = ("_caller", "_queues")
+
+    def __init__(self, queues: Queues, caller: QueueCaller) -> None:
+        self._queues = queues
+        self._caller = caller
+
+    def fork_failed(self, call: Call, fork: Fork) -> None:
+        self._queues.fork_failed(self._caller, fork)
+
+    def answered(self, call: Call) -> None:
+        self._queues.answered(self._caller, call)
+
+    def ended(self, call: Call) -> None:
+        self._queues.ended(self._caller, call)
+
+
+class QueueControlImpl:
+    """:class:`pbx.queueviews.QueueControl` over :class:`Queues` (the HTTP API's view)."""
+
+    def __init__(self, queues: Queues) -> None:
+        self._q = queues
+
+    def queues(self) -> list[QueueView]:
+        return [self._q.view(name) for name in self._q.states]
+
+    def queue(self, name: str) -> QueueView:
+        return self._q.view(name)
+
+    def waiting(self, name: str) -> list[WaitingCall]:
+        return self._q.waiting_calls(name)
+
+    def pick(self, name: str, call_id: str, agent: str) -> None:
+        self._q.pick(name, call_id, agent)
+
+    def move(self, name: str, call_id: str, to_queue: str) -> None:
+        self._q.move(name, call_id, to_queue)
+
+    def agents(self) -> list[AgentView]:
+        return [self._q.agent_view(uid) for uid in sorted(self._q.agents)
+                if self._q.app.config.user_by_id(uid) is not None]
+
+    def agent(self, user_id: str) -> AgentView:
+        return self._q.agent_view(user_id)
+
+    def login(self, user_id: str) -> AgentView:
+        self._need(user_id)
+        self._q.agent_login(user_id)
+        return self._q.agent_view(user_id)
+
+    def logout(self, user_id: str) -> AgentView:
+        self._need(user_id)
+        self._q.agent_logout(user_id)
+        return self._q.agent_view(user_id)
+
+    def pause(self, user_id: str, reason: str) -> AgentView:
+        self._need(user_id)
+        self._q.agent_pause(user_id, reason)
+        return self._q.agent_view(user_id)
+
+    def unpause(self, user_id: str) -> AgentView:
+        self._need(user_id)
+        self._q.agent_unpause(user_id)
+        return self._q.agent_view(user_id)
+
+    def _need(self, user_id: str) -> None:
+        if self._q.app.config.user_by_id(user_id) is None:
+            raise QueueNotFound(f"no user {user_id!r}")
+
+
+def _params(name: str, qc: QueueConfig) -> QueueParams:
+    return QueueParams(
+        name=name, strategy=qc.strategy, max_callers=qc.max_callers,
+        max_wait=float(qc.max_wait), ring_timeout=float(qc.ring_timeout),
+        wrap_up=float(qc.wrap_up), max_missed=qc.max_missed, weight=float(qc.weight),
+        retry=float(qc.retry), service_level=float(qc.service_level),
+    )
+
+
+def local_time(config: Config) -> datetime:
+    """Wall-clock time where the PBX's callers are (``dialplan.timezone``), naive."""
+    zone = config.dialplan.timezone
+    return datetime.fromtimestamp(time.time(), ZoneInfo(zone)).replace(tzinfo=None)
