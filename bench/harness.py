@@ -208,6 +208,8 @@ def config_yaml(port: int, workdir: Path, users: Sequence[BenchUser],
         f"  recordings: {workdir}/recordings",
         "logging:",
         "  level: warning",
+        "http:",
+        "  enabled: false",
         "users:",
     ]
     for u in users:

@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from pbx.config_errors import ConfigError, ConfigIssue, IssueLocator, KeyPath, format_key_path
+from pbx.config_http import HttpSection, http_problems
 from pbx.config_prompts import (
     FetchSection,
     MusicSource,
@@ -113,6 +114,7 @@ class Config(BaseModel):
     ring_groups: dict[Name, RingGroup] = Field(default_factory=dict)
     ivr: dict[Name, IvrMenu] = Field(default_factory=dict)
     queues: dict[Name, QueueConfig] = Field(default_factory=dict)
+    http: HttpSection = HttpSection()
 
     _by_extension: dict[str, User] = PrivateAttr(default_factory=dict)
     _by_id: dict[str, User] = PrivateAttr(default_factory=dict)
@@ -241,7 +243,8 @@ def _outbound_address(version: int) -> str:
 
 
 RESTART_KEYS: tuple[str, ...] = (
-    "sip.listen", "media.rtp_ports", "media.shared_port", "storage.database",
+    "sip.listen", "media.rtp_ports", "media.shared_port", "storage.database", "http.listen",
+    "http.enabled",
 )
 """Keys a reload cannot change: sockets, the port pool and the database stay as started."""
 
@@ -259,6 +262,8 @@ def merge_reload(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]
             ("media.rtp_ports", running.media.rtp_ports, new.media.rtp_ports),
             ("media.shared_port", running.media.shared_port, new.media.shared_port),
             ("storage.database", running.storage.database, new.storage.database),
+            ("http.listen", running.http.listen, new.http.listen),
+            ("http.enabled", running.http.enabled, new.http.enabled),
         )
         if old != fresh
     )
@@ -272,6 +277,8 @@ def merge_reload(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]
             "media": new.media.model_copy(update={"rtp_ports": running.media.rtp_ports,
                                                   "shared_port": running.media.shared_port}),
             "storage": new.storage.model_copy(update={"database": running.storage.database}),
+            "http": new.http.model_copy(update={"listen": running.http.listen,
+                                                "enabled": running.http.enabled}),
         }
     )
     return applied, kept
@@ -361,6 +368,7 @@ def _duplicates(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], st
                 seen_specs[text] = index
     problems.extend(routing_problems(data))
     problems.extend(queue_problems(data))
+    problems.extend(http_problems(data))
     return problems
 
 

@@ -26,15 +26,17 @@ from sip.registrar import Registrar
 from sip.transaction import TimerSettings, TransactionLayer
 from sip.transport import ListenSpec, SipTransport
 
+from .api import create_app
 from .auth import Authenticator
 from .bindings import BindingWriter, load_bindings
 from .bindings import metadata as bindings_metadata
 from .config import Config, ConfigError, User, merge_reload
 from .db import WriteBehind, open_engine
+from .httpserver import HttpServer
 from .presence import Presence
 from .presence import metadata as presence_metadata
 from .prompts import Prompts, load_resolved, resolve
-from .queues import Queues
+from .queues import QueueControlImpl, Queues
 from .queuewait import agent_services
 from .recording import Recordings
 from .records import CallEvent
@@ -161,6 +163,12 @@ class Pbx:
         logger.info("media address %s, RTP ports %d-%d; %d registrations restored; %d users "
                     "on do-not-disturb or offline", self.media_address, *config.media.rtp_ports,
                     restored, away)
+        self.http: HttpServer | None = None
+        if config.http.enabled:
+            app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys)
+            self.http = HttpServer(app, config.http.host, config.http.port)
+            await self.http.start()
+            logger.info("HTTP API on http://%s:%d/api/v1", config.http.host, self.http.port)
         # Once listening, so the REGISTERs carry the address the provider should call.
         self.trunk_registrations.apply(config.trunks)
         loop = asyncio.get_running_loop()
@@ -256,6 +264,8 @@ class Pbx:
 
     async def stop(self) -> None:
         await self.queues.stop()
+        if self.http is not None:
+            await self.http.stop()
         for call in list(self.app.calls.calls.values()):
             self.app.calls.hangup(call, "PBX shutting down")
         self.app.calls.local.hangup_all("PBX shutting down")

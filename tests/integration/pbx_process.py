@@ -18,6 +18,7 @@ from pathlib import Path
 from tests.peers.ports import LOOPBACK, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "test-admin-key-0123456789"
 
 USERS = {
     "alice": ("101", "alice-secret-1", "Alice Sato"),
@@ -34,6 +35,12 @@ class PbxProcess:
     proc: subprocess.Popen[str]
     database: Path
     log: list[str] = field(default_factory=list)
+    http_port: int = 0
+    """The HTTP API's port (``http.listen``); its admin key is :data:`API_KEY`."""
+
+    @property
+    def api(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}/api/v1"
 
     @property
     def address(self) -> str:
@@ -73,6 +80,7 @@ def config_text(
     extra_top: str = "",
     user_extra: dict[str, str] | None = None,
     extra_media: str = "",
+    http_port: int = 0,
 ) -> str:
     rtp = random.randrange(30000, 59000, 2)
     users = users or USERS
@@ -99,6 +107,9 @@ def config_text(
           recordings: {workdir}/recordings
         logging:
           level: info
+        http:
+          listen: "{LOOPBACK}:{http_port or free_port()}"
+          api_keys: [{{name: test, key: {API_KEY}, role: admin}}]
         users:
         """
     ).replace(f"  address: {LOOPBACK}\n", f"  address: {LOOPBACK}\n{extra_media}", 1) \
@@ -115,16 +126,17 @@ def run_pbx(workdir: Path, extra_sip: str = "", port: int | None = None,
     four spaces) to a user's entry, e.g. ``{"carol": "    dtmf_mode: inband\\n"}``."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    http_port = free_port()
     cfg = workdir / "pbx.yaml"
     cfg.write_text(config_text(port, workdir, extra_sip, users, ring_timeout, extra_top,
-                               user_extra, extra_media))
+                               user_extra, extra_media, http_port))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pbx", "run", "--config", str(cfg),
          "--pidfile", str(workdir / "pbx.pid")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
-    pbx = PbxProcess(port, workdir, cfg, proc, workdir / "pbx.db")
+    pbx = PbxProcess(port, workdir, cfg, proc, workdir / "pbx.db", http_port=http_port)
 
     def pump() -> None:
         assert proc.stdout is not None
