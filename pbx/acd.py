@@ -560,7 +560,8 @@ class QueueState:
         """The agent picks this waiting caller: connect them at once (anyone ringing for the
         caller stops; an offer ringing at the picking agent is withdrawn; an agent in wrap-up
         ends it early). Any member may pick, also a caller an assignment rule keeps for
-        others."""
+        others. A paused agent may pick too (paused means no calls are *offered*), and is
+        paused again with the same reason after the call."""
         entry = self._need(call_id)
         agent = self._member(user_id)
         actions: list[Action] = []
@@ -568,6 +569,8 @@ class QueueState:
             other = self._ringing_here(agent)
             actions.append(OfferCancelled(other.call_id, user_id))
             self._release(other, agent, now)
+        elif agent.state is AgentState.PAUSED:
+            agent.after_call = (AgentState.PAUSED, agent.paused_reason)
         elif agent.state not in (AgentState.AVAILABLE, AgentState.RINGING, AgentState.WRAP_UP):
             raise AcdError(f"agent {user_id} is {agent.state.value} and cannot pick a call")
         return actions + self._connect(entry, agent, now)

@@ -504,6 +504,8 @@ class LocalCalls:
              code: int | None) -> None:
         if call.state in ("ended", "bridged"):
             return
+        if call.missed and disposition == "answered":
+            disposition = "no_answer"  # the PBX answered only to say or play something
         call.state = "ended"
         call._ended.set()
         if call.bridge is not None:

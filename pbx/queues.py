@@ -194,9 +194,21 @@ class Queues:
 
     def tick(self) -> None:
         now = self.app.now()
+        self._drop_unanswered()
         self._sync_agents()
         self._run_actions(tick_all(list(self.states.values()), now), now)
         self.app.flush()
+
+    def _drop_unanswered(self) -> None:
+        """Callers counted for admission who never got to wait (cancelled before the PBX
+        answered, no media port): their place is free again."""
+        for ids in self._reserved.values():
+            for call_id in list(ids):
+                caller = self.callers.get(call_id)
+                if caller is None or caller.local.state == "ended":
+                    ids.discard(call_id)
+                    if caller is not None and not caller.admitted:
+                        self.callers.pop(call_id, None)
 
     def _sync_agents(self) -> None:
         """Who can take a call now: reachable agents only (see the module docstring)."""

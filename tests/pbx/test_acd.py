@@ -760,3 +760,15 @@ def test_random_assignments_offer_only_allowed_agents_until_the_fallback(
         assert len(rung) == len(set(rung))
         for member in q.members:
             assert (member.state is AgentState.RINGING) == (member.user_id in rung)
+
+
+def test_a_paused_agent_may_pick_and_is_paused_again_after_the_call() -> None:
+    agents = [Agent("alice"), Agent("bob")]
+    q = QueueState(QueueParams("q", wrap_up=0.0), agents)
+    q.arrive("c1", "+1", 0.0)
+    q.pause("alice", "training", 1.0)
+    acts = q.pick("c1", "alice", 2.0)
+    assert [type(a).__name__ for a in acts] == ["Connected"]
+    assert agents[0].state is AgentState.ON_CALL
+    q.call_ended("alice", 30.0)
+    assert agents[0].state is AgentState.PAUSED and agents[0].paused_reason == "training"
