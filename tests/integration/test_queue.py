@@ -223,3 +223,29 @@ async def test_a_callback_keeps_its_place_and_rings_the_agent_first(pbx: PbxProc
                     "callback_number = '101' AND answered_by = 'bob' AND duration > 0",
                     count=1, timeout=10)[-1]
     assert rec["callback_attempts"] == 1 and rec["caller_user"] == "alice"
+
+
+@pytest.mark.asyncio
+async def test_a_supervisor_moves_a_caller_to_another_queue(pbx: PbxProcess) -> None:
+    async with Phone.start(name="alice") as alice, _api(pbx) as api:
+        await _register(alice, pbx, "alice")
+        await alice.dial(f"sip:0312345603@{pbx.address}")
+        await alice.wait_for("established", timeout=10)
+        await asyncio.sleep(1.0)
+        [waiting] = (await api.get("/queues/pick/calls")).json()
+        moved = await api.post(f"/queues/pick/calls/{waiting['call_id']}/move",
+                               json={"queue": "tones"})
+        assert moved.status_code == 200, moved.text
+        assert (await api.get("/queues/pick/calls")).json() == []
+        [there] = (await api.get("/queues/tones/calls")).json()
+        assert there["call_id"] == waiting["call_id"] and there["position"] == 1
+        # The caller now hears the other queue's music.
+        await alice.received_frequency(expect=440, timeout=5)
+        gone = await api.post(f"/queues/pick/calls/{waiting['call_id']}/move",
+                              json={"queue": "tones"})
+        assert gone.status_code == 404
+        await alice.hangup()
+    rec = wait_rows(pbx.database, "SELECT * FROM calls WHERE queue = 'tones' AND "
+                    "caller_user = 'alice' AND queue_result = 'abandoned' AND "
+                    "to_number = '0312345603'", count=1)[-1]
+    assert rec["disposition"] == "no_answer"
