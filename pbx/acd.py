@@ -348,17 +348,23 @@ class QueueState:
         callback: bool = False,
         priority: int = 0,
         assignment: Assignment | None = None,
+        readmit: bool = False,
     ) -> Admitted | Full:
         """A caller comes to the queue. Higher ``priority`` waits ahead of lower; equal
         priorities wait in arrival order. The 26th caller of a 25-caller queue is ``Full``.
 
         ``assignment`` (from :func:`pbx.acdrules.assign`) restricts who may be offered the
         caller until its fallback deadline; agents who are not members are ignored, and
-        nobody left to offer reaches the deadline at once. None: every member."""
+        nobody left to offer reaches the deadline at once. None: every member.
+
+        ``readmit``: a caller who was in line already comes back (a picked agent did not
+        answer, a callback's customer is to be tried again): not counted again, and let in
+        even when the queue filled up meanwhile, since the place was theirs."""
         if self._find(call_id) is not None:
             raise AcdError(f"call {call_id} is already waiting in queue {self.params.name}")
-        self._counters.offered += 1
-        if len(self._waiting) >= self.params.max_callers:
+        if not readmit:
+            self._counters.offered += 1
+        if not readmit and len(self._waiting) >= self.params.max_callers:
             self._counters.full += 1
             return Full(call_id)
         index = len(self._waiting)
@@ -407,6 +413,15 @@ class QueueState:
         self._counters.abandoned += 1
         self._counters.abandoned_wait += waited
         return waited
+
+    def withdraw_offers(self, call_id: str, now: float) -> list[Action]:
+        """Stop every offer ringing for the caller without counting it against the agents
+        (the caller's line went away while their entry stays: a callback)."""
+        entry = self._need(call_id)
+        actions: list[Action] = [OfferCancelled(call_id, uid) for uid in sorted(entry.ringing)]
+        for uid in list(entry.ringing):
+            self._release(entry, self._member(uid), now)
+        return actions
 
     def move_out(self, call_id: str, now: float) -> Waiting:
         """Take the caller out of line to go to another queue (not counted as abandoned).
@@ -462,7 +477,8 @@ class QueueState:
                     actions.append(OfferExpired(entry.call_id, user_id))
                     actions.extend(self._not_taken(entry, agent, now))
             waited = now - entry.arrived
-            if waited >= self.params.max_wait:
+            # A callback is not on the line: it keeps its place however long it takes.
+            if waited >= self.params.max_wait and not entry.callback:
                 ringing = tuple(sorted(entry.ringing))
                 self._drop(entry, now)
                 self._counters.timed_out += 1

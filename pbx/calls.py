@@ -220,6 +220,13 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         app.respond(key, req, 100)
         self.app.spawn(self._start(call))
 
+    def _notify(self, call: Call, event: str, *args: object) -> None:
+        """Tell the call's observer (a queue); its faults must not break the call."""
+        try:
+            getattr(call.observer, event)(call, *args)
+        except Exception:
+            logger.exception("call %s: observer failed on %s", call.id, event)
+
     def busy_users(self) -> set[str]:
         """Users on a call now (either end, answered or ringing them, or talking to one of
         the PBX's own services): one pass over the calls for the queues' tick."""
@@ -398,8 +405,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         fork.done = True
         fork.status = code
         self._forks.pop(fork.key, None)
-        if call.observer is not None and not fork.cancelled:
-            call.observer.fork_failed(call, fork)
+        if call.observer is not None and not (fork.cancelled or fork.cancel_pending):
+            self._notify(call, "fork_failed", fork)
         self._step_failed(call, fork)
 
     def _on_fork_answer(self, call: Call, fork: Fork, resp: Response) -> None:
@@ -412,12 +419,15 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         self._forks.pop(fork.key, None)
         delayed = call.a_offer is None
         has_sdp = bool(resp.body) and resp.content_type == "application/sdp"
-        if call.state != "ringing" or (delayed and not has_sdp):
+        # A phone a queue withdrew its offer from answered as the CANCEL crossed: the queue
+        # has moved on (another agent rings, the agent paused), so that answer is not taken.
+        withdrawn = call.observer is not None and (fork.cancelled or fork.cancel_pending)
+        if call.state != "ringing" or (delayed and not has_sdp) or withdrawn:
             # Another fork won, the caller gave up, or a delayed offer got no offer back:
             # this phone's answer cannot be used.
             self._send_ack(dialog, ack, fork.peer)
             self._send_bye(dialog, fork.peer)
-            if call.state == "ringing":
+            if call.state == "ringing" and not withdrawn:
                 self._cancel_forks(call, completed_elsewhere=False)
                 self._fail_a(call, 488, "callee sent no offer", "failed")
             return
@@ -444,7 +454,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
             # No answer SDP: answer A with the relay on its side and the original codecs.
             body = self._sdp_for(call, "a", call.a_offer)
         if call.observer is not None:
-            call.observer.answered(call)
+            self._notify(call, "answered")
         if call.a_local is not None:
             self._answered_for_local(call, body)
             return
@@ -603,8 +613,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         fork.done = True
         fork.status = 408
         self._forks.pop(fork.key, None)
-        if call.observer is not None and not fork.cancelled:
-            call.observer.fork_failed(call, fork)
+        if call.observer is not None and not (fork.cancelled or fork.cancel_pending):
+            self._notify(call, "fork_failed", fork)
         self._step_failed(call, fork)
 
     def check_media(self, now: float, timeout: float) -> None:
@@ -680,7 +690,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         if call.a_local is not None and call.answered_at is None:
             record = False  # never bridged: the caller's local call keeps the record
         if call.observer is not None:
-            call.observer.ended(call)
+            self._notify(call, "ended")
         if record:
             keys = "".join(call.a_local.keys) if call.a_local is not None else ""
             self.app.records.emit(CallEnded(

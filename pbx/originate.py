@@ -89,7 +89,6 @@ class Originator:
             return 480
         leg = LocalLeg(0, _EVENT_PT, users[0].dtmf_mode)
         tag = new_tag()
-        sip_call_id = new_call_id(app.domain)
         call = LocalCall(
             id=call_id, caller=users[0], number=number,
             invite=Request("INVITE", SipUri("sip", host=app.domain), Headers()),
@@ -115,7 +114,9 @@ class Originator:
                                       shown_name, {"tag": tag})))
             h.add("To", str(Address(SipUri("sip", user=user.extension, host=app.domain),
                                     user.name)))
-            h.add("Call-ID", sip_call_id)
+            # One dialog per phone (RFC 3261 8.2.2.2: a phone registered for two of the users
+            # must not see one request twice and answer 482).
+            h.add("Call-ID", new_call_id(app.domain))
             h.add("CSeq", "1 INVITE")
             h.add("Contact", str(app.contact(peer)))
             h.add("Allow", ALLOW)

@@ -60,8 +60,10 @@ async def ask_callback(queues: Queues, caller: QueueCaller) -> bool:
     state = queues.states.get(caller.queue)
     if state is None or not state.has(call.id):
         return False
-    queues.set_callback(caller, number)
-    queues.app.records.emit(CallQueued(call.id, caller.queue, "callback", 0.0, None,
+    # The entry becomes a callback when this line is gone (see pbx.queuewait._wait).
+    caller.callback_number = number
+    queues.app.records.emit(CallQueued(call.id, caller.queue, "callback",
+                                       round(queues.app.now() - caller.arrived, 3), None,
                                        caller.rule, number))
     logger.info("queue %s: caller %s asked for a callback at %s (position %d)",
                 caller.queue, caller.caller_number, number, queues.position(caller))
@@ -152,8 +154,6 @@ async def _dial_customer(queues: Queues, caller: QueueCaller, agent_leg: LocalCa
     prompts = app.prompts
     assert prompts is not None
     caller.callback_attempts += 1
-    app.records.emit(CallQueued(caller.local.id, caller.queue, "callback", 0.0, agent,
-                                caller.rule, number, caller.callback_attempts))
     user = app.config.user_by_id(agent)
     target = route_dialled(app.config, number, from_trunk=False, caller=user) \
         if user is not None else Refuse(404, "not_found", "not_found")
@@ -167,6 +167,9 @@ async def _dial_customer(queues: Queues, caller: QueueCaller, agent_leg: LocalCa
                         number, agent, caller.callback_attempts)
             app.records.emit(CallAnswered(caller.local.id, agent_leg.answered_at or
                                           caller.local.started, agent, 0.0))
+            app.records.emit(CallQueued(caller.local.id, caller.queue, "answered",
+                                        round(app.now() - caller.arrived, 3), agent,
+                                        caller.rule, number, caller.callback_attempts))
             queues.callback_done(caller)
             return
         await agent_leg.play(prompts.get("unavailable"))

@@ -285,16 +285,18 @@ class Queues:
         self.kick()
         return getattr(admitted, "position", 0)
 
-    def release(self, caller: QueueCaller) -> None:
-        """The caller's time in the queue is over (hung up, left, connected or sent away)."""
+    def release(self, caller: QueueCaller, result: str = "abandoned") -> None:
+        """The caller's time in the queue is over (hung up, left, connected or sent away);
+        ``result`` is what the record says if they were still in line."""
         self._reserved.get(caller.queue, set()).discard(caller.local.id)
         self.callers.pop(caller.local.id, None)
+        if caller.callback_offer is None and caller.connected_to is None:
+            self._withdraw(caller, None, "caller left the queue")  # a picked agent's ring too
         state = self.states.get(caller.queue)
         if caller.admitted and state is not None and state.has(caller.local.id):
             now = self.app.now()
             waited = state.leave(caller.local.id, now)
-            self._withdraw(caller, None, "caller left the queue")
-            self._record(caller, "abandoned", waited, None)
+            self._record(caller, result, waited, None)
             self.kick()
 
     def position(self, caller: QueueCaller) -> int:
@@ -311,8 +313,8 @@ class Queues:
         if not handled or state is None:
             return None
         staffed = sum(1 for a in state.members
-                      if a.state not in (AgentState.PAUSED, AgentState.OFFLINE)
-                      and getattr(a, "reachable", True))
+                      if a.state in (AgentState.ON_CALL, AgentState.RINGING, AgentState.WRAP_UP)
+                      or (a.state is AgentState.AVAILABLE and a.reachable))
         average = sum(handled) / len(handled)
         return self.position(caller) * average / max(1, staffed)
 
@@ -321,9 +323,14 @@ class Queues:
         return caller.offering is not None and caller.offering.state in ("setup", "ringing")
 
     def set_callback(self, caller: QueueCaller, number: str) -> None:
+        """The caller's line is gone and they wait for a callback at ``number``."""
         caller.callback_number = number
-        state = self.states[caller.queue]
+        state = self.states.get(caller.queue)
+        if state is None or not state.has(caller.local.id):
+            self.callers.pop(caller.local.id, None)
+            return
         state.set_callback(caller.local.id)
+        self.kick()
 
     # -- actions ------------------------------------------------------------------------------
     def _run_actions(self, actions: list[Action], now: float) -> None:
@@ -344,7 +351,11 @@ class Queues:
             self._connected_action(action)
         elif isinstance(action, TimedOut | Unassigned):
             caller = self.callers.get(action.call_id)
-            if caller is not None:
+            if caller is not None and caller.local.ended:
+                # A callback past its time: it will not be made.
+                self._record(caller, "callback_failed", action.waited, None)
+                self.callers.pop(action.call_id, None)
+            elif caller is not None:
                 self._withdraw(caller, None, "caller left the queue")
                 kind = "timeout" if isinstance(action, TimedOut) else "unassigned"
                 self._record(caller, kind, action.waited, None)
@@ -376,6 +387,11 @@ class Queues:
             return
         qc = self.config(caller.queue)
         seconds = (qc.ring_timeout if qc else 20.0) + 30.0  # the core ends the offer first
+        old = caller.offering
+        if old is not None and old.state in ("setup", "ringing"):
+            caller.offering = None  # its end must not count against this offer
+            self.controller.withdraw(old, {u.id for st in old.plan for u in st.users},
+                                     "offered again")
         logger.info("queue %s: offering caller %s to %s", caller.queue, caller.caller_number,
                     ", ".join(offer.agents))
         self.controller.bridge_local(
@@ -412,13 +428,13 @@ class Queues:
             return
         caller.connected_to = action.agent
         self._connected[action.call_id] = (caller.queue, action.agent)
-        self._record(caller, "answered", action.waited, action.agent)
+        call = caller.offering
+        if call is not None and call.state == "answered" and call.callee.id == action.agent:
+            self._record(caller, "answered", action.waited, action.agent)
+            return  # the agent answered the offer: the caller is being moved to them
         if caller.callback_number is not None:
             self.dialling.add(action.call_id)
             return  # the callback dials the customer itself (pbx.queuecallback)
-        call = caller.offering
-        if call is not None and call.state == "answered" and call.callee.id == action.agent:
-            return  # the agent answered the offer: the caller is being moved to them
         # Picked from the list: ring that agent alone, now.
         if call is not None:
             self._withdraw(caller, None, "picked by an agent")
@@ -478,6 +494,7 @@ class Queues:
         qc = self.config(caller.queue)
         attempts = qc.callback_attempts if qc is not None else 1
         caller.connected_to = None
+        self._record(caller, "callback", self.app.now() - caller.arrived, None)
         if caller.callback_attempts < attempts and qc is not None:
             logger.info("queue %s: callback to %s not answered (%d), attempt %d of %d; "
                         "again in %.0f s", caller.queue, caller.callback_number, code,
@@ -494,7 +511,7 @@ class Queues:
         if state is None or state.has(caller.local.id):
             return
         state.arrive(caller.local.id, caller.callback_number or caller.caller_number,
-                     caller.arrived, callback=True, priority=1)
+                     caller.arrived, callback=True, priority=1, readmit=True)
         caller.admitted = True
         self.kick()
 
@@ -515,7 +532,11 @@ class Queues:
     def answered(self, caller: QueueCaller, call: Call) -> None:
         state = self.states.get(caller.queue)
         uid = call.callee.id
-        if caller.picked_by is not None or state is None:
+        if caller.picked_by is not None:
+            if uid == caller.picked_by:
+                self._record(caller, "answered", self.app.now() - caller.arrived, uid)
+            return
+        if state is None:
             return
         now = self.app.now()
         try:
@@ -530,40 +551,48 @@ class Queues:
         self._run_actions(actions, now)
 
     def ended(self, caller: QueueCaller, call: Call) -> None:
-        if caller.offering is call:
+        current = caller.offering is call
+        if current:
             caller.offering = None
         info = self._connected.get(call.id)
         if info is not None and call.answered_at is not None:
-            self._agent_done(call.id, *info)
+            self._agent_done(call.id, *info, call=call)
             return
-        if info is not None and caller.picked_by is not None:
+        if info is not None and caller.picked_by is not None and current:
             # A picked caller whose agent did not answer: back to the front of the line.
             self._connected.pop(call.id, None)
             self._agent_done_quietly(info[0], info[1])
-            if caller.local.state == "answered":
+            caller.picked_by = None
+            caller.connected_to = None
+            if caller.local.state == "answered" and self.callers.get(caller.local.id) is caller:
                 self.states[caller.queue].arrive(caller.local.id, caller.caller_number,
-                                                 caller.arrived, priority=1)
+                                                 caller.arrived, priority=1, readmit=True)
                 caller.admitted = True
-                caller.picked_by = None
-                caller.connected_to = None
             self.kick()
             return
-        # An offer that ended unanswered: whoever the core still has ringing missed it (not
-        # when the caller hung up: leaving the line releases them without blame).
         state = self.states.get(caller.queue)
-        if caller.local.ended:
+        if not current or state is None or not state.has(caller.local.id):
+            self.kick()
             return
-        if state is not None and state.has(caller.local.id):
-            now = self.app.now()
-            for view in state.waiting(now):
-                if view.call_id == caller.local.id:
-                    for agent in view.offered_to:
-                        self._outcome(state, caller.local.id, agent, "missed", now)
+        now = self.app.now()
+        if caller.local.ended:
+            # The caller hung up, leaving a callback in line: the agents ringing for them
+            # are released without blame.
+            self._run_actions(state.withdraw_offers(caller.local.id, now), now)
+            self.kick()
+            return
+        # An offer that ended unanswered: the agents *this* call rang whom the core still
+        # has ringing missed it (an agent offered since then is not blamed).
+        rung = {u.id for step in call.plan for u in step.users}
+        for view in state.waiting(now):
+            if view.call_id == caller.local.id:
+                for agent in rung.intersection(view.offered_to):
+                    self._outcome(state, caller.local.id, agent, "missed", now)
         self.kick()
 
-    def _agent_done(self, call_id: str, queue: str, uid: str) -> None:
+    def _agent_done(self, call_id: str, queue: str, uid: str, call: Call | None = None) -> None:
         self._connected.pop(call_id, None)
-        call = self.controller.calls.get(call_id)
+        call = call or self.controller.calls.get(call_id)
         if call is not None and call.answered_mono:
             self._measure(queue, self.app.now() - call.answered_mono)
         self._agent_done_quietly(queue, uid)
@@ -627,6 +656,11 @@ class Queues:
         names = self.queues_of(user_id)
         if not names:
             raise QueueNotFound(f"{user_id} is not a member of any queue")
+        # The queue whose caller rings the agent now goes first: it withdraws that offer, and
+        # the other queues then see the agent free (RFC-free, the core's own rule).
+        agent = self.agents.get(user_id)
+        offer = agent.offer_call if agent is not None else None
+        names.sort(key=lambda n: not (offer is not None and self.states[n].has(offer)))
         for name in names:
             self._run_actions(how(self.states[name], now), now)
         self.kick()

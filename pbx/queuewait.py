@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from media.sources import PlaylistSource
@@ -86,9 +87,12 @@ async def _wait(queues: Queues, caller: QueueCaller) -> None:
     except CallerGone:
         pass
     finally:
-        # A callback keeps the caller's place after they hang up; anyone else leaves the
-        # line (counted abandoned if still in it).
-        if caller.callback_number is None:
+        # A callback keeps the caller's place once their line is gone (only then can it be
+        # offered: the agent's phone rings first, and the customer must not still be on the
+        # line); anyone else leaves the line (counted abandoned if still in it).
+        if caller.callback_number is not None and caller.connected_to is None:
+            queues.set_callback(caller, caller.callback_number)
+        else:
             queues.release(caller)
 
 
@@ -123,12 +127,27 @@ async def _admit(queues: Queues, caller: QueueCaller) -> None:
                 queues.position(caller), f" (rule {caller.rule})" if caller.rule else "")
 
 
+#: CRM look-ups run here, not in the default pool: a database that hangs keeps at most these
+#: threads busy (callers then queue without a look-up) instead of starving prompts and reloads.
+_LOOKUPS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crm-lookup")
+_busy = 0
+
+
 async def _lookup(queues: Queues, number: str) -> tuple[CallerRecord | None, str | None]:
+    global _busy
     lookup = queues.lookup
-    if lookup is None:
+    if lookup is None or _busy >= 8:
         return None, None
+    _busy += 1
+    future = asyncio.get_running_loop().run_in_executor(_LOOKUPS, lookup, number)
+
+    def done(_f: object) -> None:
+        global _busy
+        _busy -= 1
+
+    future.add_done_callback(done)
     try:
-        return await asyncio.wait_for(asyncio.to_thread(lookup, number), LOOKUP_TIMEOUT)
+        return await asyncio.wait_for(asyncio.shield(future), LOOKUP_TIMEOUT)
     except TimeoutError:
         logger.warning("CRM look-up of %s took over %.1f s; queued without it", number,
                        LOOKUP_TIMEOUT)
@@ -159,6 +178,7 @@ async def _waiting(queues: Queues, caller: QueueCaller) -> None:
             caller.wake.clear()
             if outcome == "moved":
                 qc = queues.config(caller.queue) or qc
+                prompts = queues.app.prompts or prompts
                 music = prompts.queue_music(caller.queue)
                 call.stream(music)
                 said = None
@@ -171,7 +191,7 @@ async def _waiting(queues: Queues, caller: QueueCaller) -> None:
             if key == qc.exit_key and qc.on_exit is not None:
                 logger.info("queue %s: caller %s left by the exit key", caller.queue,
                             caller.caller_number)
-                queues.release(caller)
+                queues.release(caller, "exit")
                 await follow(queues, call, qc.on_exit, caller.hops + 1)
                 return
             if key == qc.callback_key:
@@ -186,12 +206,18 @@ async def _waiting(queues: Queues, caller: QueueCaller) -> None:
         if queues.ringing_now(caller):
             announce_at = loop.time() + 1.0  # never talk over an agent picking up
             continue
+        qc = queues.config(caller.queue) or qc  # a reload may have changed it
+        prompts = queues.app.prompts or prompts
         if qc.announcements:
-            source = qc.announcements[index % len(qc.announcements)]
-            clip = prompts.ivr_clip(ivr_key(("queues", caller.queue, "announcements",
-                                             qc.announcements.index(source))))
+            which = index % len(qc.announcements)
             index += 1
-            await call.play(PlaylistSource([clip]))
+            try:
+                clip = prompts.ivr_clip(ivr_key(("queues", caller.queue, "announcements",
+                                                 which)))
+            except KeyError:
+                clip = None  # the queue was renamed or removed by a reload
+            if clip is not None:
+                await call.play(PlaylistSource([clip]))
         said = await _status(queues, caller, said)
         call.stream(music)
         announce_at = loop.time() + qc.announce_every

@@ -22,6 +22,7 @@ from .routing import (
     AVAILABLE,
     Target,
     ToIvr,
+    ToOutside,
     ToRingGroup,
     ToUser,
     ring_plan,
@@ -98,6 +99,11 @@ class Ringing:
         if isinstance(target, ToRingGroup):
             plan = self._group_plan(target)
             return (plan, target.name) if plan else (480, None)
+        if isinstance(target, ToOutside):
+            # Through the trunks in order, the next when one fails (a queue's callback).
+            seconds = max(app.ring_timeout, 60.0)
+            steps = [RingStep((), seconds, trunk, target.e164) for trunk in target.trunks]
+            return (steps, None) if steps else (403, None)
         return 404, None
 
     def _group_plan(self, target: ToRingGroup) -> list[RingStep]:

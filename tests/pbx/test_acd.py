@@ -772,3 +772,26 @@ def test_a_paused_agent_may_pick_and_is_paused_again_after_the_call() -> None:
     assert agents[0].state is AgentState.ON_CALL
     q.call_ended("alice", 30.0)
     assert agents[0].state is AgentState.PAUSED and agents[0].paused_reason == "training"
+
+
+def test_a_readmitted_caller_gets_in_when_full_and_is_not_counted_twice() -> None:
+    q = QueueState(QueueParams("q", max_callers=1), [Agent("alice")])
+    assert isinstance(q.arrive("c1", "+1", 0.0), Admitted)
+    assert isinstance(q.arrive("c2", "+2", 1.0), Full)
+    assert isinstance(q.arrive("c3", "+3", 0.5, priority=1, readmit=True), Admitted)
+    assert q.position("c3") == 1
+    assert q.interval(2.0).offered == 2
+
+
+def test_callbacks_keep_their_place_past_max_wait_and_offers_can_be_withdrawn() -> None:
+    agent = Agent("alice")
+    q = QueueState(QueueParams("q", max_wait=60.0), [agent])
+    q.arrive("c1", "+1", 0.0, callback=True)
+    acts = q.tick(1.0)
+    assert [type(a).__name__ for a in acts] == ["Offer"]
+    acts = q.withdraw_offers("c1", 2.0)
+    assert [type(a).__name__ for a in acts] == ["OfferCancelled"]
+    assert agent.state is AgentState.AVAILABLE and agent.missed_in_a_row == 0
+    agent.state = AgentState.PAUSED
+    assert not any(type(a).__name__ == "TimedOut" for a in q.tick(120.0))
+    assert q.has("c1")

@@ -601,6 +601,9 @@ def test_example_routing_block_loads_when_uncommented(tmp_path: Path) -> None:
     assert sorted(config.ring_groups) == ["sales"]
     billing = config.ivr["main"].options["2"].menu
     assert billing is not None and billing.max_retries == 2  # taken from the menu above
+    support = config.queues["support"]
+    assert support.members == ("alice", "bob") and support.callback_key == "9"
+    assert support.rules[0].target == "crm_owner"
 
 
 def test_shared_port_needs_ipv4_and_a_restart(tmp_path: Path) -> None:
