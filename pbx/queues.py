@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -130,6 +130,7 @@ class Queues:
         """Callbacks whose agent answered and whose customer is being dialled."""
         self._handled: dict[str, list[float]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._day: date | None = None
         self._kick: asyncio.Handle | None = None
         self.lookup: Callable[[str], tuple[CallerRecord | None, str | None]] | None = None
         """Blocking CRM look-up of a caller's number (match, last agent); run in a thread."""
@@ -194,10 +195,25 @@ class Queues:
 
     def tick(self) -> None:
         now = self.app.now()
+        self._new_day(now)
         self._drop_unanswered()
         self._sync_agents()
         self._run_actions(tick_all(list(self.states.values()), now), now)
         self.app.flush()
+
+    def _new_day(self, now: float) -> None:
+        """At local midnight (``dialplan.timezone``) the figures start a new interval and
+        the agents' calls-today counts (``fewest_calls``) start from zero."""
+        today = local_time(self.app.config).date()
+        if today == self._day:
+            return
+        if self._day is not None:
+            logger.info("queues: a new day (%s): figures and calls today start again", today)
+            for state in self.states.values():
+                state.interval(now, reset=True)
+            for agent in self.agents.values():
+                agent.new_day()
+        self._day = today
 
     def _drop_unanswered(self) -> None:
         """Callers counted for admission who never got to wait (cancelled before the PBX
