@@ -3,7 +3,8 @@
 Each test runs its own PBX with one queue (``desk``, reached on the DID 03-1234-5600) and
 real phones over loopback: baresip phones as callers and agents (their ``incoming`` events,
 stamped on arrival, give the order of the offers), SIPp phones where the SIP messages an
-agent's phone receives matter (the CANCEL of the agents who lost a simultaneous offer).
+agent's phone sends or receives matter (a 603 Decline, the CANCEL of the agents who lost a
+simultaneous offer).
 Agents' states are read and changed through the HTTP API (``/api/v1/agents``) and from the
 agents' own phones (feature codes).
 """
@@ -114,24 +115,16 @@ def _offers(agents: dict[str, Phone]) -> list[tuple[float, str]]:
     return sorted((e["at"], name) for name, p in agents.items() for e in p.seen("incoming"))
 
 
-async def _until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        await asyncio.sleep(0.02)
-
-
 async def _next_offer(agents: dict[str, Phone], seen: int, timeout: float = 8.0
                       ) -> tuple[float, str]:
     """The offer after the first ``seen`` ones."""
-    offers = await _until(lambda: len(_offers(agents)) > seen and _offers(agents), timeout,
-                          f"offer number {seen + 1} (seen {_offers(agents)})")
-    found: tuple[float, str] = offers[seen]
-    return found
+    deadline = time.monotonic() + timeout
+    while len(offers := _offers(agents)) <= seen:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no offer number {seen + 1} within {timeout:g} s; "
+                                 f"offers so far: {offers}")
+        await asyncio.sleep(0.02)
+    return offers[seen]
 
 
 async def _event(phone: Phone, name: str, since: float, timeout: float = 10.0) -> dict[str, Any]:
@@ -315,33 +308,39 @@ async def test_simultaneous_rings_every_agent_and_cancels_the_others_on_answer(
 
 
 @pytest.mark.asyncio
-async def test_an_agent_who_rejects_is_passed_over_until_the_retry(tmp_path: Path) -> None:
+async def test_agents_who_refuse_are_passed_over_until_the_retry(tmp_path: Path) -> None:
     with _desk(tmp_path, members="[bob, carol]", strategy="longest_idle",
                ring_timeout="4s", retry="2s", max_missed="5") as pbx:
-        async with _phones(pbx, "alice", "bob", "carol") as phones:
-            alice = phones.pop("alice")
-            agents = phones
+        async with (
+            _phones(pbx, "alice", "bob") as phones,
+            member(pbx, "carol", _scenario("uas_agent_decline.xml")) as carol_phone,
+        ):
+            alice, bob = phones["alice"], phones["bob"]
+            agents = {"bob": bob}
+            wall = time.time() - time.monotonic()  # the SIPp trace stamps wall-clock time
             await _call_in(pbx, alice)
-            assert (await _next_offer(agents, 0))[1] == "bob"
+            await _next_offer(agents, 0)
             bob_refused = time.monotonic()
-            await agents["bob"].reject()  # 486 Busy Here
-            # The next agent is offered the caller at once.
-            at, name = await _next_offer(agents, 1, timeout=3)
-            assert name == "carol" and at - bob_refused <= 1.0, (at - bob_refused, _offers(agents))
-            carol_refused = time.monotonic()
-            await agents["carol"].reject()
+            await bob.reject()  # 486 Busy Here
+            # Carol, next, is offered the caller at once; her phone declines (603).
+            carol = await carol_phone.wait(10)
+            assert carol.ok, _why(carol, pbx=pbx)
+            msgs = trace(carol.messages)
+            carol_rang = _one(msgs, sent=False, method="INVITE").at
+            carol_refused = _one(msgs, sent=True, status=603).at
+            assert 0 <= carol_rang.timestamp() - (bob_refused + wall) <= 1.0
             # Everyone has refused this caller: nobody is rung again at once; a new round
             # starts `retry` later, in the strategy's order (bob first again).
-            at, name = await _next_offer(agents, 2, timeout=6)
-            assert name == "bob"
-            assert 2.0 - 0.2 <= at - carol_refused <= 2.0 + 1.0, at - carol_refused
-            await _connect(agents["bob"], alice)
-            await _hang_up(agents["bob"], alice)
-            assert [name for _, name in _offers(agents)] == ["bob", "carol", "bob"]
-            # A refusal counts against the agent, not as a call.
-            bob = await _agent(pbx, "bob")
-            assert bob["state"] == "available" and bob["calls_today"] == 1
-            assert (await _agent(pbx, "carol"))["calls_today"] == 0
+            at, _ = await _next_offer(agents, 1, timeout=6)
+            waited = at + wall - carol_refused.timestamp()
+            assert 2.0 - 0.2 <= waited <= 2.0 + 1.0, waited
+            await _connect(bob, alice)
+            await _hang_up(bob, alice)
+            assert len(_offers(agents)) == 2
+        # A refusal counts against the agent, not as a call.
+        bob_view = await _agent(pbx, "bob")
+        assert bob_view["state"] == "available" and bob_view["calls_today"] == 1
+        assert (await _agent(pbx, "carol"))["calls_today"] == 0
 
 
 @pytest.mark.asyncio
