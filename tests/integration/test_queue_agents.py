@@ -292,12 +292,13 @@ async def test_simultaneous_rings_every_agent_and_cancels_the_others_on_answer(
         assert (stamps[-1] - stamps[0]).total_seconds() <= 0.3, stamps
         assert all(i.header("X-Queue") == "desk" for i in invites)
         # The first to answer took the caller; the others were cancelled as answered
-        # elsewhere, as soon as dave answered.
+        # elsewhere, as soon as dave answered (two SIPp processes stamp their own traces, so a
+        # CANCEL may show a few microseconds before the 200 that caused it).
         answer = _one(trace(won.messages), sent=True, status=200, cseq="INVITE")
         for result in lost:
             cancel = _one(trace(result.messages), sent=False, method="CANCEL")
             assert cancel.header("Reason") == COMPLETED_ELSEWHERE, cancel.headers
-            assert 0 <= (cancel.at - answer.at).total_seconds() <= 0.5
+            assert -0.05 <= (cancel.at - answer.at).total_seconds() <= 0.5
         assert not [m for m in trace(won.messages) if m.method == "CANCEL"]
         rec = wait_rows(pbx.database, "SELECT * FROM calls WHERE queue = 'desk' AND "
                         "ended_at IS NOT NULL", count=1)[0]
