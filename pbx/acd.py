@@ -508,9 +508,11 @@ class QueueState:
         ready = [a for a in free if entry.call_id not in a.skipped]
         if ready or not free:
             return ready
-        # Every free agent has skipped this caller: start a new round once `retry` has passed,
-        # so an agent who just rejected is not rung again at once.
-        last = max(a.skipped[entry.call_id] for a in free)
+        # Every free agent has skipped this caller: start a new round once `retry` has passed
+        # since the latest skip by any member (the agent whose offer ran out in this very tick
+        # may not count as free yet), so an agent who just rejected or missed is not rung
+        # again at once.
+        last = max(a.skipped[entry.call_id] for a in self.members if entry.call_id in a.skipped)
         if now - last < self.params.retry:
             return []
         if new_round:

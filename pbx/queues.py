@@ -263,8 +263,12 @@ class Queues:
                 self.controller.on_invite(req, peer, key, caller, target=target,
                                           dialled=dialled, hops=hops + 1)
                 return
-            self.controller.local.on_invite(req, peer, key, caller, full_service(self, name),
-                                            f"queue {name} full", number=dialled)
+            told = self.controller.local.on_invite(req, peer, key, caller,
+                                                   full_service(self, name),
+                                                   f"queue {name} full", number=dialled)
+            if told is not None:
+                told.missed = True
+                self.app.records.emit(CallQueued(told.id, name, "full", 0.0))
             return
         local = self.controller.local.on_invite(
             req, peer, key, caller, wait_service(self), f"queue {name}", number=dialled)

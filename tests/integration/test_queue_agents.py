@@ -366,14 +366,6 @@ async def test_an_offer_that_rings_out_goes_to_the_next_agent_alone(tmp_path: Pa
             assert [n for _, n in _offers(agents)] == ["bob", "carol"], _offers(agents)
 
 
-_RETRY_FROM_STALE_SKIP = (
-    "pbx/acd.py QueueState._eligible: the agent whose offer just ran out is still unreachable "
-    "(busy with that offer) when the tick computes the new round, so `retry` is counted from "
-    "the other agents' older refusals, not from the latest miss"
-)
-
-
-@pytest.mark.xfail(reason=_RETRY_FROM_STALE_SKIP, strict=True)
 @pytest.mark.asyncio
 async def test_a_new_round_waits_retry_after_the_last_agent_missed(tmp_path: Path) -> None:
     with _desk(tmp_path, members="[bob, carol]", strategy="longest_idle",
