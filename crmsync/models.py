@@ -1,12 +1,23 @@
-"""SQLAlchemy models of the records the PBX keeps: one row per logical call, and the CRM's
-contacts and leads with their phone numbers.
+"""SQLAlchemy models of the records the PBX keeps: one row per logical call, the CRM's
+contacts and leads with their phone numbers, and the outbox of call events for webhooks with
+its deliveries and their log of attempts.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, Index, Integer, String
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -109,3 +120,74 @@ class PhoneNumber(Base):
     """What kind of number it is for the user, e.g. mobile or work."""
     raw: Mapped[str] = mapped_column(String(64), default="")
     """The number as it was written (``03-1234-5678``), shown back unchanged."""
+
+
+# SQLite numbers rows itself only for INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+_SERIAL = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class OutboxEvent(Base):
+    """One call event to push to webhooks, written in the transaction of its call row.
+
+    The payload is the exact JSON body every webhook receives for it.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_outbox_idempotency_key"),
+    )
+
+    id: Mapped[int] = mapped_column(_SERIAL, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(32))
+    """call.started | call.answered | call.ended | call.missed | recording.ready"""
+    call_id: Mapped[str] = mapped_column(String(36), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(80))
+    """``<call id>:<event>``, the same for every webhook and every attempt."""
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class WebhookDelivery(Base):
+    """The state of one outbox event for one webhook."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "webhook", name="uq_webhook_deliveries_outbox_webhook"),
+        # The worker's poll: pending rows of a webhook that are due, oldest first.
+        Index("ix_webhook_deliveries_due", "status", "webhook", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_SERIAL, primary_key=True, autoincrement=True)
+    outbox_id: Mapped[int] = mapped_column(
+        _SERIAL, ForeignKey("outbox.id", ondelete="CASCADE")
+    )
+    webhook: Mapped[str] = mapped_column(String(64))
+    """The name of the webhook in ``crm.webhooks``."""
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending | delivered | dead"""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """Attempts that got an answer or failed since the row was created or last replayed."""
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
+    """When a pending row is due; while a worker sends it, when its claim lapses."""
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one row per POST of a delivery, whatever came of it."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(_SERIAL, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        _SERIAL, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime)
+    """When the POST started (UTC)."""
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The HTTP status of the answer; None if there was none (timeout, refused, reset)."""
+    error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    """Why the attempt failed; None when it succeeded."""
+    duration_ms: Mapped[int] = mapped_column(Integer)

@@ -6,14 +6,29 @@ call are folded in memory into the row they describe, and :meth:`CallRecordFolde
 (called every 200 ms) turns every row that changed into one upsert executemany. A record is
 therefore in the database at most a fraction of a second after each event, and a call that
 starts and ends between two flushes costs a single row write.
+
+With webhooks configured (:meth:`CallRecordFolder.set_webhooks`), the same job also writes
+the outbox rows of the events of the batch (:mod:`crmsync.outbox`), in the same transaction as
+the call rows: a record and its events are committed together or not at all. Each event is
+written once, with the call row as it was right after it, even when the whole call fell
+between two flushes:
+
+- ``call.started``, ``call.answered``: the call began, someone answered it;
+- ``call.ended``: the call is over; the payload is its full, final record;
+- ``call.missed``: an inbound or internal call nobody answered (disposition ``no_answer``,
+  which includes queue callers who never reached an agent, or ``cancelled``: the caller gave
+  up while it rang). An outbound call nobody answered is only a ``call.ended``;
+- ``recording.ready``: the call ended with a recording (``recording_path``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,6 +42,7 @@ from pbx.records import (
 )
 
 from .models import Call
+from .outbox import PendingEvent, WebhookSpec, enqueue, utcnow
 
 _calls: Table = Call.__table__  # type: ignore[assignment]
 
@@ -34,17 +50,39 @@ Row = dict[str, Any]
 
 
 class CallRecordFolder:
-    """Keeps the row of every call in progress; hands out write jobs for what changed."""
+    """Keeps the row of every call in progress; hands out write jobs for what changed.
 
-    def __init__(self) -> None:
+    ``on_outbox_commit`` is called (from the writer thread) after a job that wrote outbox rows
+    has been committed: the place to wake the webhook worker.
+    """
+
+    def __init__(self, on_outbox_commit: Callable[[], None] | None = None) -> None:
         self._rows: dict[str, Row] = {}
         self._dirty: set[str] = set()
         self._late: dict[str, Row] = {}
+        self._events: list[PendingEvent] = []
+        self._subscribers: Mapping[str, tuple[str, ...]] = {}
+        self._on_outbox_commit = on_outbox_commit
 
     def __len__(self) -> int:
         return len(self._rows)
 
+    def set_webhooks(self, webhooks: Iterable[WebhookSpec]) -> None:
+        """The webhooks whose events go to the outbox from now on (the enabled ones count)."""
+        subscribers: dict[str, list[str]] = {}
+        for hook in webhooks:
+            if hook.enabled:
+                for name in hook.events:
+                    subscribers.setdefault(name, []).append(hook.name)
+        # Replaced whole, never changed in place: a job already handed out keeps its own.
+        self._subscribers = {name: tuple(hooks) for name, hooks in subscribers.items()}
+
+    def _note(self, name: str, call_id: str, at: datetime, row: Row) -> None:
+        # A copy: the row goes on changing, the event keeps the call as it was.
+        self._events.append(PendingEvent(name, call_id, at, dict(row)))
+
     def add(self, event: CallEvent) -> None:
+        subscribers = self._subscribers
         if isinstance(event, CallStarted):
             new_row: Row = {
                 "id": event.call_id,
@@ -78,6 +116,8 @@ class CallRecordFolder:
                 "callback_attempts": 0,
             }
             self._rows[event.call_id] = new_row
+            if "call.started" in subscribers:
+                self._note("call.started", event.call_id, event.started_at, new_row)
         else:
             row = self._rows.get(event.call_id)
             if row is None:
@@ -91,6 +131,8 @@ class CallRecordFolder:
                 row["answered_at"] = event.answered_at
                 row["answered_by"] = event.answered_by
                 row["ring_seconds"] = event.ring_seconds
+                if "call.answered" in subscribers and event.call_id in self._rows:
+                    self._note("call.answered", event.call_id, event.answered_at, row)
             elif isinstance(event, CallQueued):
                 row.update(queue=event.queue, queue_result=event.result,
                            queue_wait=event.waited, queue_rule=event.rule)
@@ -113,14 +155,32 @@ class CallRecordFolder:
                     recording_seconds=event.recording_seconds,
                     keys=event.keys[:64] if event.keys else None,
                 )
+                if subscribers and event.call_id in self._rows:
+                    self._note_end(event, row, subscribers)
         if event.call_id in self._rows:
             self._dirty.add(event.call_id)
 
+    def _note_end(self, event: CallEnded, row: Row,
+                  subscribers: Mapping[str, tuple[str, ...]]) -> None:
+        snapshot = dict(row)
+        names = ["call.ended"]
+        if _missed(row):
+            names.append("call.missed")
+        if row["recording_path"]:
+            names.append("recording.ready")
+        for name in names:
+            if name in subscribers:
+                self._events.append(PendingEvent(name, event.call_id, event.ended_at, snapshot))
+
     def flush(self) -> Callable[[Session], None] | None:
-        """A writer job upserting every row that changed since the last flush, or None."""
+        """A writer job upserting every row that changed since the last flush (and writing
+        the outbox rows of its events), or None."""
         if not self._dirty and not self._late:
             return None
         late, self._late = self._late, {}
+        events, self._events = self._events, []
+        subscribers = self._subscribers
+        on_commit = self._on_outbox_commit
         rows = [dict(self._rows[cid]) for cid in self._dirty]
         for cid in self._dirty:
             if self._rows[cid]["ended_at"] is not None:
@@ -132,6 +192,10 @@ class CallRecordFolder:
                 upsert(session)
             for cid, fields in late.items():
                 session.execute(update(_calls).where(_calls.c.id == cid).values(**fields))
+            # After the call rows, in their transaction: an event never exists without its
+            # record, and a record is never committed without its events.
+            if events and enqueue(session, events, subscribers, utcnow()) and on_commit:
+                sa_event.listen(session, "after_commit", lambda _s: on_commit(), once=True)
 
         def upsert(session: Session) -> None:
             dialect = session.get_bind().dialect.name
@@ -141,3 +205,14 @@ class CallRecordFolder:
             session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=cols), rows)
 
         return job
+
+
+def _missed(row: Row) -> bool:
+    """Whether an ended call is a missed call: inbound or internal, and nobody answered."""
+    if row["direction"] == "outbound" or row["answered_by"] is not None:
+        return False
+    if row["disposition"] in ("no_answer", "cancelled"):
+        return True
+    # A queue caller the PBX answered to wait, who never reached an agent.
+    return row["queue"] is not None and row["queue_result"] != "answered" \
+        and row["disposition"] != "answered"
