@@ -23,6 +23,7 @@ between two flushes:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -43,6 +44,8 @@ from pbx.records import (
 
 from .models import Call
 from .outbox import PendingEvent, WebhookSpec, enqueue, utcnow
+
+logger = logging.getLogger(__name__)
 
 _calls: Table = Call.__table__  # type: ignore[assignment]
 
@@ -195,7 +198,15 @@ class CallRecordFolder:
             # After the call rows, in their transaction: an event never exists without its
             # record, and a record is never committed without its events.
             if events and enqueue(session, events, subscribers, utcnow()) and on_commit:
-                sa_event.listen(session, "after_commit", lambda _s: on_commit(), once=True)
+                sa_event.listen(session, "after_commit", committed, once=True)
+
+        def committed(_session: Session) -> None:
+            assert on_commit is not None
+            try:
+                on_commit()
+            except Exception:
+                # The rows are committed; a worker that missed this finds them at its poll.
+                logger.exception("outbox commit hook failed")
 
         def upsert(session: Session) -> None:
             dialect = session.get_bind().dialect.name
