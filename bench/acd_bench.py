@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pbx.acd import (  # noqa: E402
+from pbx.acd import (
     MAX_CALLERS,
     Agent,
     AgentState,
