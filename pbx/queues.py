@@ -99,6 +99,8 @@ class QueueCaller:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     callback_number: str | None = None
     callback_attempts: int = 0
+    waited: float = 0.0
+    """Seconds the caller waited until an agent answered."""
     callback_offer: Origination | None = None
     """The agents' phones ringing for this callback now."""
 
@@ -414,11 +416,12 @@ class Queues:
                                      "offered again")
         logger.info("queue %s: offering caller %s to %s", caller.queue, caller.caller_number,
                     ", ".join(offer.agents))
-        self.controller.bridge_local(
+        moved = self.controller.bridge_local(
             caller.local, [RingStep(tuple(users), seconds)], to_number=caller.local.number,
             ringback=False, observer=_Observer(self, caller),
             headers=self._offer_headers(caller),
         )
+        moved.add_done_callback(lambda f: self._moved(caller, f))
         caller.offering = self.controller.calls.get(caller.local.id)
 
     def _offer_headers(self, caller: QueueCaller) -> tuple[tuple[str, str], ...]:
@@ -450,7 +453,7 @@ class Queues:
         self._connected[action.call_id] = (caller.queue, action.agent)
         call = caller.offering
         if call is not None and call.state == "answered" and call.callee.id == action.agent:
-            self._record(caller, "answered", action.waited, action.agent)
+            caller.waited = action.waited
             return  # the agent answered the offer: the caller is being moved to them
         if caller.callback_number is not None:
             self.dialling.add(action.call_id)
@@ -464,13 +467,22 @@ class Queues:
         caller.picked_by = action.agent
         qc = self.config(caller.queue)
         seconds = qc.ring_timeout if qc else 20.0
-        self.controller.bridge_local(
+        moved = self.controller.bridge_local(
             caller.local, [RingStep((user,), seconds)], to_number=caller.local.number,
             ringback=False, observer=_Observer(self, caller),
             headers=(*self._offer_headers(caller), ("Call-Info", "<sip:pbx>;answer-after=0"),
                      ("Alert-Info", "<http://localhost>;info=alert-autoanswer")),
         )
+        moved.add_done_callback(lambda f: self._moved(caller, f))
         caller.offering = self.controller.calls.get(caller.local.id)
+
+    def _moved(self, caller: QueueCaller, done: asyncio.Future[int | None]) -> None:
+        """The bridge of an offer is over: recorded as answered only once the caller was
+        really moved to the agent (the agent may hang up before the move completes)."""
+        if done.cancelled() or done.result() is not None or caller.connected_to is None:
+            return
+        self._record(caller, "answered", caller.waited, caller.connected_to)
+        self.app.flush()
 
     def _outcome(self, state: QueueState, call_id: str, agent: str, outcome: str,
                  now: float) -> None:
@@ -554,7 +566,7 @@ class Queues:
         uid = call.callee.id
         if caller.picked_by is not None:
             if uid == caller.picked_by:
-                self._record(caller, "answered", self.app.now() - caller.arrived, uid)
+                caller.waited = self.app.now() - caller.arrived
             return
         if state is None:
             return
