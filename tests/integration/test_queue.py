@@ -54,8 +54,16 @@ queues:
     members: [bob]
     callback_key: "9"
     ring_timeout: 10s
+ivr:
+  front:
+    welcome: {text: "Welcome."}
+    options:
+      "2": {label: Support, route: {queue: support}}
 """
 MORE_NUMBERS = """\
+  - number: "03-1234-5605"
+    type: local
+    route: {ivr: front}
   - number: "03-1234-5602"
     type: local
     route: {queue: tones}
@@ -249,3 +257,34 @@ async def test_a_supervisor_moves_a_caller_to_another_queue(pbx: PbxProcess) -> 
                     "caller_user = 'alice' AND queue_result = 'abandoned' AND "
                     "to_number = '0312345603'", count=1)[-1]
     assert rec["disposition"] == "no_answer"
+
+
+@pytest.mark.asyncio
+async def test_an_ivr_option_puts_the_caller_in_a_queue(pbx: PbxProcess) -> None:
+    async with Phone.start(name="alice") as alice, Phone.start(name="carol") as carol:
+        await _register(alice, pbx, "alice")
+        await alice.tone(650)
+        await alice.dial(f"sip:0312345605@{pbx.address}")
+        await alice.wait_for("established", timeout=10)
+        await asyncio.sleep(0.5)
+        await alice.send_dtmf("2")
+        await asyncio.sleep(1.5)  # waiting in the queue now: nobody of it is registered
+        await _register(carol, pbx, "carol")
+        await carol.tone(1250)
+        # Carol is not a member of support: bob is, and he comes now.
+        async with Phone.start(name="bob") as bob:
+            await _register(bob, pbx, "bob")
+            await bob.tone(1350)
+            await bob.wait_for("incoming", timeout=10)
+            await bob.answer()
+            assert abs(await bob.received_frequency(expect=650, timeout=10) - 650) <= 20
+            assert abs(await alice.received_frequency(expect=1350, timeout=10) - 1350) <= 20
+            await alice.hangup()
+            await bob.wait_for("closed", timeout=10)
+            await bob.unregister()
+        assert not carol.seen("incoming")
+        await carol.unregister()
+    rec = wait_rows(pbx.database, "SELECT * FROM calls WHERE answered_by = 'bob' AND "
+                    "to_number = '0312345605' AND ended_at IS NOT NULL", count=1)[-1]
+    assert rec["keys"] == "2" and rec["queue"] == "support"
+    assert rec["queue_result"] == "answered"
