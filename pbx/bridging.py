@@ -67,12 +67,14 @@ class LocalBridge:
     def bridge_local(self, local: LocalCall, plan: list[RingStep], *, to_number: str,
                      group: str | None = None, ringback: bool = True,
                      observer: CallObserver | None = None,
-                     headers: tuple[tuple[str, str], ...] = ()) -> asyncio.Future[int | None]:
+                     headers: tuple[tuple[str, str], ...] = (),
+                     caller_name: str | None = None) -> asyncio.Future[int | None]:
         """Ring ``plan`` for the caller of ``local``; the future gets None once the caller is
         talking to whoever answered, else the SIP status of the failure. Without
         ``ringback`` the caller keeps hearing what plays now (a queue's music); ``observer``
         hears of each phone that fails, the answer and the end (a queue counts its offers);
-        ``headers`` go on every INVITE to the phones."""
+        ``headers`` go on every INVITE to the phones, whose display shows ``caller_name``
+        (when given) for the caller."""
         assert local.dialog is not None and local.offer is not None and plan
         loop = asyncio.get_running_loop()
         result: asyncio.Future[int | None] = loop.create_future()
@@ -92,6 +94,7 @@ class LocalBridge:
         call.max_forwards = 69
         call.observer = observer
         call.extra_headers = headers
+        call.caller_name = caller_name
         self.calls[call.id] = call
         local.bridge = call
         if ringback:

@@ -325,7 +325,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         h = Headers()
         h.add("Max-Forwards", str(call.max_forwards))
         from_uri = SipUri("sip", user=caller.extension, host=app.domain)
-        h.add("From", str(Address(from_uri, display_name(caller), {"tag": new_tag()})))
+        shown = call.caller_name or display_name(caller)
+        h.add("From", str(Address(from_uri, shown, {"tag": new_tag()})))
         h.add("To", str(Address(SipUri("sip", user=callee.extension, host=app.domain),
                                 display_name(callee))))
         h.add("Call-ID", new_call_id(app.domain))

@@ -197,6 +197,9 @@ class Call:
     observer: CallObserver | None = None
     extra_headers: tuple[tuple[str, str], ...] = ()
     """Headers added to every INVITE to the callee's phones."""
+    caller_name: str | None = None
+    """The name the callee's phones show for the caller when the PBX knows better than the
+    caller's own display name (the CRM record their number matched)."""
 
     def dialog(self, side: Side) -> Dialog | None:
         return self.a_dialog if side == "a" else self.b_dialog

@@ -419,10 +419,16 @@ class Queues:
         moved = self.controller.bridge_local(
             caller.local, [RingStep(tuple(users), seconds)], to_number=caller.local.number,
             ringback=False, observer=_Observer(self, caller),
-            headers=self._offer_headers(caller),
+            headers=self._offer_headers(caller), caller_name=self._shown_name(caller),
         )
         moved.add_done_callback(lambda f: self._moved(caller, f))
         caller.offering = self.controller.calls.get(caller.local.id)
+
+    @staticmethod
+    def _shown_name(caller: QueueCaller) -> str | None:
+        # The agent sees who calls as the CRM knows them (screen pop on the phone itself).
+        crm = caller.crm
+        return crm.name if crm is not None and crm.name else None
 
     def _offer_headers(self, caller: QueueCaller) -> tuple[tuple[str, str], ...]:
         # The agent's phone shows which queue the call comes from (RFC 7044 would be for
@@ -472,6 +478,7 @@ class Queues:
             ringback=False, observer=_Observer(self, caller),
             headers=(*self._offer_headers(caller), ("Call-Info", "<sip:pbx>;answer-after=0"),
                      ("Alert-Info", "<http://localhost>;info=alert-autoanswer")),
+            caller_name=self._shown_name(caller),
         )
         moved.add_done_callback(lambda f: self._moved(caller, f))
         caller.offering = self.controller.calls.get(caller.local.id)

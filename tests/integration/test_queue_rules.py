@@ -93,6 +93,10 @@ async def test_a_known_contact_goes_to_its_owner(pbx: PbxProcess, tmp_path: Path
     assert res.ok, _why(res, got, pbx=pbx)
     assert got.ok, _why(got, pbx=pbx)
     assert not [m for m in trace(other.messages) if m.method == "INVITE" and not m.sent]
+    # Carol's phone shows the caller as the CRM knows them, not as the carrier wrote it.
+    offer = next(m for m in trace(got.messages) if m.method == "INVITE" and not m.sent)
+    assert '"Ichiro Tanaka"' in (offer.header("From") or ""), offer.headers
+    assert offer.header("X-Queue") == "sales"
     rec = wait_rows(pbx.database, "SELECT * FROM calls WHERE queue = 'sales' AND "
                     "from_number = '+819012345678' AND ended_at IS NOT NULL", count=1)[-1]
     assert rec["answered_by"] == "carol" and rec["queue_rule"] == "owner"
