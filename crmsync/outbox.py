@@ -394,11 +394,14 @@ class OutboxStore:
         if session.get_bind().dialect.name == "postgresql":
             # Several PBX nodes on one database: each takes rows the others have not locked.
             due = due.with_for_update(skip_locked=True)
-        # The outer conditions are checked again on the row that gets updated, so a row
-        # another worker leased in the meantime is not taken (READ COMMITTED re-check).
+        # A CTE, not ``id IN (subquery)``: PostgreSQL may run such a subquery once per row it
+        # updates, and its LIMIT then bounds each run instead of the whole claim. The outer
+        # conditions are checked again on the row that gets updated, so a row another worker
+        # leased in the meantime is not taken.
+        chosen = due.cte("due_deliveries")
         rows = session.execute(
             update(_deliveries)
-            .where(_deliveries.c.id.in_(due.scalar_subquery()),
+            .where(_deliveries.c.id == chosen.c.id,
                    _deliveries.c.status == "pending", _deliveries.c.next_attempt_at <= now)
             .values(next_attempt_at=now + timedelta(seconds=claim.lease))
             .returning(_deliveries.c.id, _deliveries.c.outbox_id, _deliveries.c.attempts)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,16 +34,31 @@ from pbx import schema
 from pbx.config_crm import Webhook
 from pbx.db import WriteBehind, open_engine
 from pbx.records import CallAnswered, CallEnded, CallQueued, CallStarted
+from tests.postgres import PostgresServer, postgres_server
 
 T0 = datetime(2026, 11, 21, 9, 0, 0)
 SECRET = "0123456789abcdef0123"
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = open_engine(f"sqlite:///{tmp_path / 'pbx.db'}")
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """The PBX's database: a SQLite file, or a database on a throw-away PostgreSQL server
+    (where several PBX nodes would share the outbox)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'pbx.db'}"
+    else:
+        server: PostgresServer = request.getfixturevalue("pg")
+        url = server.create_database("outbox")
+    engine = open_engine(url)
     Base.metadata.create_all(engine)
-    return engine
+    yield engine
+    engine.dispose()
 
 
 def _hook(name: str, *events: str, enabled: bool = True) -> Webhook:
@@ -253,6 +269,30 @@ def test_claims_are_leased_and_never_handed_out_twice(engine: Engine) -> None:
                           claims=[Claim("bi", 10, 60.0)]).claimed) == 5
 
 
+def test_two_nodes_claiming_at_once_never_share_a_row(engine: Engine) -> None:
+    _queue(engine, 60)
+    stores = [OutboxStore(open_engine(engine.url.render_as_string(hide_password=False)))
+              for _ in range(2)]
+    barrier = threading.Barrier(2, timeout=10)
+    got: list[list[int]] = [[], []]
+
+    def node(index: int) -> None:
+        barrier.wait()
+        for _ in range(10):
+            synced = stores[index].sync([], retry=RetryPolicy(), jitter=[],
+                                        claims=[Claim("crm", 4, 60.0)])
+            got[index] += [d.delivery_id for d in synced.claimed]
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert set(got[0]).isdisjoint(got[1])
+    assert len(got[0]) + len(got[1]) == 60 and len(set(got[0] + got[1])) == 60
+
+
 def test_outcomes_move_rows_to_delivered_retry_or_dead(engine: Engine) -> None:
     store = OutboxStore(engine)
     _queue(engine, 3)
@@ -350,3 +390,14 @@ def test_the_migration_makes_the_tables_the_models_describe(tmp_path: Path) -> N
                                         claims=[Claim("crm", 1, 5.0)]).claimed) == 1
     schema.downgrade(engine, "0001")
     assert ours.isdisjoint(inspect(engine).get_table_names())
+
+
+def test_the_migration_keeps_tables_an_older_start_made(tmp_path: Path) -> None:
+    """A PBX that had these models before revision 0002 made the tables with create_all and
+    may have queued events in them: the upgrade keeps them and their rows."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'pbx.db'}")
+    Base.metadata.create_all(engine)
+    _queue(engine, 2)
+    schema.upgrade(engine)
+    assert schema.current(engine) == schema.head()
+    assert len(OutboxStore(engine).deliveries()) == 2

@@ -7,6 +7,9 @@ Create Date: 2026-11-22
 Written out by hand, like the baseline: ``outbox`` (one row per call event, its JSON body and
 idempotency key), ``webhook_deliveries`` (one row per event and webhook: pending, delivered or
 dead) and ``webhook_attempts`` (one row per POST).
+
+A table that exists already is left as it is: a PBX that had these models but not yet this
+revision made them with ``create_all`` (and may have queued events in them).
 """
 
 from __future__ import annotations
@@ -25,7 +28,22 @@ def _serial() -> sa.types.TypeEngine[int]:
     return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+def _exists(table: str) -> bool:
+    if op.get_context().as_sql:  # offline: rendering SQL, there is no database to look at
+        return False
+    return table in sa.inspect(op.get_bind()).get_table_names()
+
+
 def upgrade() -> None:
+    if not _exists("outbox"):
+        _outbox()
+    if not _exists("webhook_deliveries"):
+        _deliveries()
+    if not _exists("webhook_attempts"):
+        _attempts()
+
+
+def _outbox() -> None:
     op.create_table(
         "outbox",
         sa.Column("id", _serial(), autoincrement=True, nullable=False),
@@ -38,6 +56,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("idempotency_key", name="uq_outbox_idempotency_key"),
     )
     op.create_index("ix_outbox_call_id", "outbox", ["call_id"], unique=False)
+
+
+def _deliveries() -> None:
     op.create_table(
         "webhook_deliveries",
         sa.Column("id", _serial(), autoincrement=True, nullable=False),
@@ -57,6 +78,9 @@ def upgrade() -> None:
     # The worker's poll: pending rows of a webhook that are due, oldest first.
     op.create_index("ix_webhook_deliveries_due", "webhook_deliveries",
                     ["status", "webhook", "next_attempt_at"], unique=False)
+
+
+def _attempts() -> None:
     op.create_table(
         "webhook_attempts",
         sa.Column("id", _serial(), autoincrement=True, nullable=False),
