@@ -1,0 +1,527 @@
+"""Reading the CRM store: calls by filter, page by page or all of them in batches, one call
+with its legs; contacts and leads by number, name or id; and their creation and update, each
+in one transaction.
+
+Every function blocks on the database. The HTTP API reaches them through :class:`CrmQueries`
+(an engine and a region), in worker threads, never on the event loop.
+
+Numbers are searched the way :mod:`crmsync.lookup` matches callers: ``phone_numbers`` through
+its index on ``number_e164``; ``calls`` through its indexes on ``from_number`` and ``to_number``
+with every form a trunk or a phone may have sent the number in (E.164 with and without ``+``,
+with an international prefix, national), so ``03-1234-5678``, ``+81312345678`` and
+``0081312345678`` find the same calls. Bad input raises :class:`~crmsync.contacts.ContactError`
+(a ``ValueError``) and an unknown id :class:`~crmsync.contacts.RecordNotFound` (a
+``LookupError``), with messages fit to show the person who asked.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, Protocol
+
+import phonenumbers
+from sqlalchemy import ColumnElement, Engine, RowMapping, Select, Table, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from .contacts import (
+    ContactError,
+    RecordKind,
+    RecordNotFound,
+    create_contact,
+    create_lead,
+    normalise,
+    update_contact,
+    update_lead,
+)
+from .models import Call, Contact, Lead, PhoneNumber
+
+__all__ = [
+    "MAX_PAGE", "CallCriteria", "CallDetail", "CallFilter", "CallKind", "CallOrder",
+    "CallPage", "CrmQueries", "Leg", "Phone", "Record", "call_conditions", "get_call",
+    "get_record", "iter_calls", "list_calls", "number_forms", "search_records",
+]
+
+CallKind = Literal["inbound", "outbound", "internal", "missed"]
+CallOrder = Literal["newest", "oldest"]
+
+MAX_PAGE: Final = 500
+"""The most calls or records one page may hold."""
+
+_calls: Table = Call.__table__  # type: ignore[assignment]
+_phones: Table = PhoneNumber.__table__  # type: ignore[assignment]
+_records: dict[RecordKind, Table] = {
+    "contact": Contact.__table__,  # type: ignore[dict-item]
+    "lead": Lead.__table__,  # type: ignore[dict-item]
+}
+_DIALLED = re.compile(r"\+?[0-9 ()./-]{1,40}")
+_SEPARATORS = re.compile(r"[ ()./-]")
+_LIKE_SPECIAL = re.compile(r"([\\%_])")
+
+# The rule of the call.missed webhook event (crmsync.writer): inbound or internal, nobody
+# answered, and either it rang out or the caller gave up, or a queue caller the PBX answered
+# to wait never reached an agent.
+_MISSED = and_(
+    _calls.c.direction != "outbound",
+    _calls.c.answered_by.is_(None),
+    or_(
+        _calls.c.disposition.in_(("no_answer", "cancelled")),
+        and_(_calls.c.ended_at.is_not(None), _calls.c.queue.is_not(None),
+             or_(_calls.c.queue_result.is_(None), _calls.c.queue_result != "answered"),
+             _calls.c.disposition != "answered"),
+    ),
+)
+# What a call looks like outside the store: the file path stays inside (the API serves the
+# file itself), and whether it was missed is worked out once, here.
+_CALL_COLUMNS = (
+    *(column for column in _calls.c if column.name != "recording_path"),
+    _calls.c.recording_path.is_not(None).label("has_recording"),
+    _MISSED.label("missed"),
+)
+
+
+class CallCriteria(Protocol):
+    """What calls to find; every criterion given must hold (see :class:`CallFilter`)."""
+
+    @property
+    def kind(self) -> str | None: ...
+    @property
+    def agent(self) -> str | None: ...
+    @property
+    def number(self) -> str | None: ...
+    @property
+    def started_from(self) -> datetime | None: ...
+    @property
+    def started_to(self) -> datetime | None: ...
+    @property
+    def min_duration(self) -> float | None: ...
+    @property
+    def max_duration(self) -> float | None: ...
+    @property
+    def queue(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """Calls to find; None means any."""
+
+    kind: CallKind | None = None
+    """inbound, outbound, internal, or missed (as the ``call.missed`` webhook event counts)."""
+    agent: str | None = None
+    """A user who answered, was rung, or placed the call."""
+    number: str | None = None
+    """The other party's number (calling or called) in any form, or an extension."""
+    started_from: datetime | None = None
+    """Started at or after (naive times are UTC)."""
+    started_to: datetime | None = None
+    """Started before (naive times are UTC)."""
+    min_duration: float | None = None
+    """Talk time of at least this many seconds (calls in progress have none yet)."""
+    max_duration: float | None = None
+    queue: str | None = None
+    """The queue the caller waited in last."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallPage:
+    """One page of calls; each item maps the ``calls`` columns (without ``recording_path``)
+    plus ``has_recording`` and ``missed``."""
+
+    items: tuple[dict[str, Any], ...]
+    next_cursor: str | None
+    """Pass it back for the next page; None on the last one."""
+    total: int | None
+    """Calls matching the filter on every page, when counting was asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One leg of a call as its record keeps it: the caller's leg into the PBX, the leg out
+    to the phone that answered (or was rung), and the leg to whom the call was transferred."""
+
+    role: Literal["caller", "callee", "transfer"]
+    number: str | None
+    name: str
+    user: str | None
+    answered_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Phone:
+    number: str
+    """As it was written (``03-1234-5678``)."""
+    e164: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A contact or a lead with its numbers (``status`` is None for a contact)."""
+
+    kind: RecordKind
+    id: str
+    first_name: str
+    last_name: str
+    company: str
+    email: str
+    owner: str | None
+    status: str | None
+    created_at: datetime
+    updated_at: datetime
+    phones: tuple[Phone, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CallDetail:
+    """One call: its row (as in :class:`CallPage`), its legs, the contacts and leads of the
+    outside party's number, and where its recording file was written."""
+
+    call: dict[str, Any]
+    legs: tuple[Leg, ...]
+    records: tuple[Record, ...]
+    recording_path: str | None
+
+    @property
+    def participants(self) -> frozenset[str]:
+        """The users who placed, were rung for, answered or were transferred the call."""
+        return frozenset(self.call[name] for name in
+                         ("caller_user", "callee_user", "answered_by", "transferred_to")
+                         if self.call[name])
+
+
+def number_forms(number: str, region: str) -> list[str]:
+    """Every form ``number`` may be stored in in ``calls``: as given, without separators, E.164
+    with and without ``+``, with ``00`` or the region's international prefix, and national
+    for numbers of the region. Short numbers (extensions) match as given only."""
+    text = number.strip()
+    if not _DIALLED.fullmatch(text) or not any(ch.isdigit() for ch in text):
+        raise ContactError(f"{number!r} is not a phone number or an extension", number)
+    forms = {text, _SEPARATORS.sub("", text)}
+    e164 = normalise(text, region)
+    if e164 is not None:
+        forms.update((e164, e164[1:], "00" + e164[1:]))
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region.upper())
+        prefix = meta and (meta.preferred_international_prefix or meta.international_prefix)
+        if prefix and prefix.isdigit():
+            forms.add(prefix + e164[1:])
+        parsed = phonenumbers.parse(e164)
+        if parsed.country_code == phonenumbers.country_code_for_region(region.upper()):
+            national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+            forms.add("".join(ch for ch in national if ch.isdigit()))
+    return sorted(forms)
+
+
+def call_conditions(flt: CallCriteria, region: str) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of ``flt`` (raises :class:`ContactError` on a bad number or kind)."""
+    c = _calls.c
+    out: list[ColumnElement[bool]] = []
+    if flt.kind == "missed":
+        out.append(_MISSED)
+    elif flt.kind in ("inbound", "outbound", "internal"):
+        out.append(c.direction == flt.kind)
+    elif flt.kind is not None:
+        raise ContactError(f"unknown call type {flt.kind!r}: use inbound, outbound, internal "
+                           "or missed")
+    if flt.agent is not None:
+        out.append(or_(c.answered_by == flt.agent, c.callee_user == flt.agent,
+                       c.caller_user == flt.agent))
+    if flt.number is not None:
+        forms = number_forms(flt.number, region)
+        out.append(or_(c.from_number.in_(forms), c.to_number.in_(forms)))
+    if flt.queue is not None:
+        out.append(c.queue == flt.queue)
+    if flt.started_from is not None:
+        out.append(c.started_at >= _utc(flt.started_from))
+    if flt.started_to is not None:
+        out.append(c.started_at < _utc(flt.started_to))
+    if flt.min_duration is not None:
+        out.append(c.duration >= flt.min_duration)
+    if flt.max_duration is not None:
+        out.append(c.duration <= flt.max_duration)
+    return out
+
+
+def list_calls(
+    session: Session,
+    flt: CallCriteria,
+    *,
+    region: str,
+    limit: int = 50,
+    cursor: str | None = None,
+    order: CallOrder = "newest",
+    count: bool = False,
+) -> CallPage:
+    """A page of the calls matching ``flt``, newest (or oldest) first.
+
+    Pages are cut by keyset (start time, then id), so a page costs the same however deep it
+    is, and calls written meanwhile neither repeat nor shift a page. ``count`` adds the number
+    of matching calls (one more query).
+    """
+    if not 1 <= limit <= MAX_PAGE:
+        raise ContactError(f"limit must be 1 to {MAX_PAGE}, not {limit}")
+    conditions = call_conditions(flt, region)
+    stmt = _ordered(select(*_CALL_COLUMNS).where(*conditions), order)
+    if cursor is not None:
+        stmt = stmt.where(_after(order, *_decode_cursor(cursor, order)))
+    rows = [dict(row) for row in session.execute(stmt.limit(limit + 1)).mappings()]
+    next_cursor = None
+    if len(rows) > limit:
+        del rows[limit:]
+        next_cursor = _encode_cursor(order, rows[-1]["started_at"], rows[-1]["id"])
+    total = None
+    if count:
+        total = session.execute(
+            select(func.count()).select_from(_calls).where(*conditions)).scalar_one()
+    return CallPage(tuple(rows), next_cursor, total)
+
+
+def iter_calls(
+    engine: Engine, flt: CallCriteria, *, region: str, order: CallOrder = "newest",
+    batch: int = 1000,
+) -> Generator[list[dict[str, Any]], None, None]:
+    """Every call matching ``flt``, in batches of ``batch`` rows (as :class:`CallPage` items).
+
+    Each batch is its own short query (keyset, as :func:`list_calls`), not one cursor held
+    open for the whole walk: an export read slowly by its client then holds no transaction,
+    which would stop SQLite from checkpointing its WAL and PostgreSQL from vacuuming. The
+    filter is checked at once; the database is read as the batches are taken.
+    """
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    return _batches(engine, call_conditions(flt, region), order, batch)
+
+
+def _batches(engine: Engine, conditions: list[ColumnElement[bool]], order: CallOrder,
+             batch: int) -> Generator[list[dict[str, Any]], None, None]:
+    after: tuple[datetime, str] | None = None
+    while True:  # ends: every batch starts strictly after the last row of the one before
+        stmt = _ordered(select(*_CALL_COLUMNS).where(*conditions), order)
+        if after is not None:
+            stmt = stmt.where(_after(order, *after))
+        with engine.connect() as conn:
+            rows = [dict(row) for row in conn.execute(stmt.limit(batch)).mappings()]
+        if rows:
+            yield rows
+        if len(rows) < batch:
+            return
+        after = (rows[-1]["started_at"], rows[-1]["id"])
+
+
+def get_call(session: Session, call_id: str, *, region: str) -> CallDetail:
+    """The call with its legs and the records of the outside party's number (contacts first).
+
+    Raises :class:`RecordNotFound` for an unknown id.
+    """
+    found = session.execute(
+        select(*_CALL_COLUMNS, _calls.c.recording_path).where(_calls.c.id == call_id)
+    ).mappings().first()
+    if found is None:
+        raise RecordNotFound(f"no call with id {call_id!r}")
+    call = dict(found)
+    path = call.pop("recording_path")
+    outside = {"inbound": call["from_number"], "outbound": call["to_number"]}.get(
+        call["direction"])
+    records: list[Record] = []
+    e164 = normalise(outside, region) if outside else None
+    if e164 is not None:
+        for kind in ("contact", "lead"):
+            records += _search(session, kind, e164=e164, q=None, limit=10)
+    return CallDetail(call, _legs(call), tuple(records), path)
+
+
+def _legs(call: Mapping[str, Any]) -> tuple[Leg, ...]:
+    legs = [
+        Leg("caller", call["from_number"], call["from_name"], call["caller_user"],
+            call["answered_at"], call["ended_at"]),
+        Leg("callee", call["to_number"], "", call["answered_by"] or call["callee_user"],
+            call["answered_at"], call["ended_at"]),
+    ]
+    if call["transferred_to"]:
+        legs.append(Leg("transfer", None, "", call["transferred_to"], None, call["ended_at"]))
+    return tuple(legs)
+
+
+def search_records(
+    session: Session,
+    kind: RecordKind,
+    *,
+    region: str,
+    number: str | None = None,
+    q: str | None = None,
+    limit: int = 50,
+) -> list[Record]:
+    """Contacts or leads with ``number`` (any form; through the E.164 index) and/or whose name,
+    company or email contains ``q`` (any case); the most recently updated first. With neither,
+    the most recently updated records. Raises :class:`ContactError` for an invalid number."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ContactError(f"limit must be 1 to {MAX_PAGE}, not {limit}")
+    e164 = None
+    if number is not None:
+        e164 = normalise(number, region)
+        if e164 is None:
+            raise ContactError(f"{number!r} is not a valid phone number in region "
+                               f"{region.upper()}", number)
+    return _search(session, kind, e164=e164, q=q.strip() if q else None, limit=limit)
+
+
+def _search(session: Session, kind: RecordKind, *, e164: str | None, q: str | None,
+            limit: int) -> list[Record]:
+    table = _records[kind]
+    stmt = select(table)
+    if e164 is not None:
+        stmt = stmt.where(table.c.id.in_(
+            select(_phones.c.record_id).where(_phones.c.number_e164 == e164,
+                                              _phones.c.owner_kind == kind)))
+    if q:
+        pattern = "%" + _LIKE_SPECIAL.sub(r"\\\1", q) + "%"
+        t = table.c
+        stmt = stmt.where(or_(*(
+            column.ilike(pattern, escape="\\") for column in (
+                t.first_name, t.last_name, t.company, t.email,
+                t.first_name + " " + t.last_name, t.last_name + " " + t.first_name))))
+    stmt = stmt.order_by(table.c.updated_at.desc(), table.c.id.desc()).limit(limit)
+    return _with_phones(session, kind, list(session.execute(stmt).mappings()))
+
+
+def get_record(session: Session, kind: RecordKind, record_id: str) -> Record:
+    """The contact or lead ``record_id``; raises :class:`RecordNotFound` for an unknown id."""
+    table = _records[kind]
+    row = session.execute(select(table).where(table.c.id == record_id)).mappings().first()
+    if row is None:
+        raise RecordNotFound(f"no {kind} with id {record_id!r}")
+    return _with_phones(session, kind, [row])[0]
+
+
+def _with_phones(session: Session, kind: RecordKind,
+                 rows: Sequence[RowMapping]) -> list[Record]:
+    phones: dict[str, list[Phone]] = {row["id"]: [] for row in rows}
+    if phones:
+        # One query for the page, through ix_phone_numbers_record.
+        for p in session.execute(
+            select(_phones.c.record_id, _phones.c.raw, _phones.c.number_e164, _phones.c.label)
+            .where(_phones.c.owner_kind == kind, _phones.c.record_id.in_(list(phones)))
+            .order_by(_phones.c.number_e164)
+        ):
+            phones[p.record_id].append(Phone(p.raw or p.number_e164, p.number_e164, p.label))
+    return [
+        Record(kind, row["id"], row["first_name"], row["last_name"], row["company"],
+               row["email"], row["owner"], row.get("status"), row["created_at"],
+               row["updated_at"], tuple(phones[row["id"]]))
+        for row in rows
+    ]
+
+
+class CrmQueries:
+    """The CRM store as the HTTP API sees it: the functions above bound to an engine and the
+    region national numbers are dialled in (``JP``). Synchronous: run in worker threads."""
+
+    def __init__(self, engine: Engine, region: str) -> None:
+        region = region.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {region!r}: use an ISO country code such as JP")
+        self._engine = engine
+        self._region = region
+
+    def list_calls(self, flt: CallCriteria, *, limit: int, cursor: str | None,
+                   order: CallOrder, count: bool) -> CallPage:
+        with Session(self._engine) as session:
+            return list_calls(session, flt, region=self._region, limit=limit, cursor=cursor,
+                              order=order, count=count)
+
+    def get_call(self, call_id: str) -> CallDetail:
+        with Session(self._engine) as session:
+            return get_call(session, call_id, region=self._region)
+
+    def iter_calls(self, flt: CallCriteria, *, order: CallOrder,
+                   batch: int) -> Generator[list[dict[str, Any]], None, None]:
+        return iter_calls(self._engine, flt, region=self._region, order=order, batch=batch)
+
+    def search_records(self, kind: RecordKind, *, number: str | None, q: str | None,
+                       limit: int) -> list[Record]:
+        with Session(self._engine) as session:
+            return search_records(session, kind, region=self._region, number=number, q=q,
+                                  limit=limit)
+
+    def get_record(self, kind: RecordKind, record_id: str) -> Record:
+        with Session(self._engine) as session:
+            return get_record(session, kind, record_id)
+
+    def create_record(self, kind: RecordKind, values: Mapping[str, object]) -> Record:
+        """A new contact or lead from ``values`` (fields by name; ``phones`` as
+        ``(number, label)`` pairs), committed with its numbers."""
+        args = _arguments(kind, values)
+        create = create_contact if kind == "contact" else create_lead
+        with Session(self._engine) as session, session.begin():
+            record_id = create(session, **{"first_name": "", **args}, region=self._region)
+            return get_record(session, kind, record_id)
+
+    def update_record(self, kind: RecordKind, record_id: str,
+                      values: Mapping[str, object]) -> Record:
+        """Change the fields in ``values`` (``phones`` replaces every number); committed."""
+        args = _arguments(kind, values)
+        update = update_contact if kind == "contact" else update_lead
+        with Session(self._engine) as session, session.begin():
+            update(session, record_id, **args, region=self._region)
+            return get_record(session, kind, record_id)
+
+
+def _arguments(kind: RecordKind, values: Mapping[str, object]) -> dict[str, Any]:
+    """``values`` checked against the fields a contact or lead has."""
+    args: dict[str, Any] = {}
+    for name, value in values.items():
+        if name == "phones":
+            if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not all(
+                    isinstance(pair, tuple) and len(pair) == 2
+                    and all(isinstance(part, str) for part in pair) for pair in value):
+                raise ContactError("phones must be a list of (number, label) pairs")
+            args[name] = list(value)
+        elif name == "owner" and value is None:
+            args[name] = None
+        elif name in ("first_name", "last_name", "company", "email", "owner") or (
+                name == "status" and kind == "lead"):
+            if not isinstance(value, str):
+                raise ContactError(f"{name} must be text")
+            args[name] = value
+        else:
+            raise ContactError(f"a {kind} has no field {name!r}")
+    return args
+
+
+def _utc(value: datetime) -> datetime:
+    """A naive UTC time, as the tables keep them (naive input is taken as UTC already)."""
+    return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _ordered(stmt: Select[Any], order: CallOrder) -> Select[Any]:
+    if order == "newest":
+        return stmt.order_by(_calls.c.started_at.desc(), _calls.c.id.desc())
+    return stmt.order_by(_calls.c.started_at.asc(), _calls.c.id.asc())
+
+
+def _after(order: CallOrder, started_at: datetime, call_id: str) -> ColumnElement[bool]:
+    # Written as a range on started_at plus a tie-break, so the index on started_at serves it.
+    c = _calls.c
+    if order == "newest":
+        return and_(c.started_at <= started_at, or_(c.started_at < started_at, c.id < call_id))
+    return and_(c.started_at >= started_at, or_(c.started_at > started_at, c.id > call_id))
+
+
+def _encode_cursor(order: CallOrder, started_at: datetime, call_id: str) -> str:
+    raw = f"{order}|{started_at.isoformat()}|{call_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, order: CallOrder) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        made_for, at, call_id = raw.split("|", 2)
+        started_at = datetime.fromisoformat(at)
+    except ValueError:  # bad base64, UTF-8, fields or time
+        raise ContactError("cursor is not one a page of calls gave out") from None
+    if made_for != order:
+        raise ContactError(f"cursor belongs to order={made_for}; ask with that order")
+    return started_at, call_id
