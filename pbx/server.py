@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crmsync.lookup import CallerLookup, Match
-from crmsync.models import Base as CrmBase
 from crmsync.writer import CallRecordFolder
 from media.relay import PortAllocator
 from media.udp import RtpRelay
@@ -26,15 +25,14 @@ from sip.registrar import Registrar
 from sip.transaction import TimerSettings, TransactionLayer
 from sip.transport import ListenSpec, SipTransport
 
+from . import schema
 from .api import create_app
 from .auth import Authenticator
 from .bindings import BindingWriter, load_bindings
-from .bindings import metadata as bindings_metadata
 from .config import Config, ConfigError, User, merge_reload
 from .db import WriteBehind, open_engine
 from .httpserver import HttpServer
 from .presence import Presence
-from .presence import metadata as presence_metadata
 from .prompts import Prompts, load_resolved, resolve
 from .queues import QueueControlImpl, Queues
 from .queuewait import agent_services
@@ -99,9 +97,9 @@ class Pbx:
         config = self.config
         sip = config.sip
         self.engine = open_engine(config.storage.database)
-        bindings_metadata.create_all(self.engine)
-        presence_metadata.create_all(self.engine)
-        CrmBase.metadata.create_all(self.engine)
+        # Alembic revisions bring any database to the current schema (a new one, one made by
+        # an older version); a database from a newer version is refused (SchemaError).
+        await asyncio.to_thread(schema.upgrade, self.engine)
         self.db = WriteBehind(self.engine)
         registrar = Registrar(
             min_expires=sip.min_expires,
@@ -292,7 +290,7 @@ async def serve(config: Config, config_path: Path, pidfile: Path | None) -> int:
     pbx = Pbx(config, config_path)
     try:
         await pbx.start()
-    except OSError as e:
+    except (OSError, schema.SchemaError) as e:
         logger.error("cannot start: %s", e)
         return 1
     stop = asyncio.Event()
