@@ -17,8 +17,9 @@ with an international prefix, national), so ``03-1234-5678``, ``+81312345678`` a
 from __future__ import annotations
 
 import base64
+import functools
 import re
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
@@ -128,7 +129,8 @@ class CallFilter:
 @dataclass(frozen=True, slots=True)
 class CallPage:
     """One page of calls; each item maps the ``calls`` columns (without ``recording_path``)
-    plus ``has_recording`` and ``missed``."""
+    plus ``has_recording``, ``missed``, and ``from_e164`` and ``to_e164`` (None for what is
+    not a phone number, such as an extension)."""
 
     items: tuple[dict[str, Any], ...]
     next_cursor: str | None
@@ -267,7 +269,7 @@ def list_calls(
     stmt = _ordered(select(*_CALL_COLUMNS).where(*conditions), order)
     if cursor is not None:
         stmt = stmt.where(_after(order, *_decode_cursor(cursor, order)))
-    rows = [dict(row) for row in session.execute(stmt.limit(limit + 1)).mappings()]
+    rows = _calls_out(session.execute(stmt.limit(limit + 1)).mappings(), region)
     next_cursor = None
     if len(rows) > limit:
         del rows[limit:]
@@ -292,18 +294,18 @@ def iter_calls(
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
-    return _batches(engine, call_conditions(flt, region), order, batch)
+    return _batches(engine, call_conditions(flt, region), region, order, batch)
 
 
-def _batches(engine: Engine, conditions: list[ColumnElement[bool]], order: CallOrder,
-             batch: int) -> Generator[list[dict[str, Any]], None, None]:
+def _batches(engine: Engine, conditions: list[ColumnElement[bool]], region: str,
+             order: CallOrder, batch: int) -> Generator[list[dict[str, Any]], None, None]:
     after: tuple[datetime, str] | None = None
     while True:  # ends: every batch starts strictly after the last row of the one before
         stmt = _ordered(select(*_CALL_COLUMNS).where(*conditions), order)
         if after is not None:
             stmt = stmt.where(_after(order, *after))
         with engine.connect() as conn:
-            rows = [dict(row) for row in conn.execute(stmt.limit(batch)).mappings()]
+            rows = _calls_out(conn.execute(stmt.limit(batch)).mappings(), region)
         if rows:
             yield rows
         if len(rows) < batch:
@@ -321,7 +323,7 @@ def get_call(session: Session, call_id: str, *, region: str) -> CallDetail:
     ).mappings().first()
     if found is None:
         raise RecordNotFound(f"no call with id {call_id!r}")
-    call = dict(found)
+    (call,) = _calls_out([found], region)
     path = call.pop("recording_path")
     outside = {"inbound": call["from_number"], "outbound": call["to_number"]}.get(
         call["direction"])
@@ -331,6 +333,23 @@ def get_call(session: Session, call_id: str, *, region: str) -> CallDetail:
         for kind in ("contact", "lead"):
             records += _search(session, kind, e164=e164, q=None, limit=10)
     return CallDetail(call, _legs(call), tuple(records), path)
+
+
+def _calls_out(rows: Iterable[RowMapping], region: str) -> list[dict[str, Any]]:
+    """Rows as dicts, with the numbers in E.164 beside the forms they were sent in."""
+    out = []
+    for row in rows:
+        call = dict(row)
+        call["from_e164"] = _e164(call["from_number"], region)
+        call["to_e164"] = _e164(call["to_number"], region)
+        out.append(call)
+    return out
+
+
+@functools.lru_cache(maxsize=8192)
+def _e164(number: str, region: str) -> str | None:
+    # The same few numbers come back on page after page (and row after row of an export).
+    return normalise(number, region)
 
 
 def _legs(call: Mapping[str, Any]) -> tuple[Leg, ...]:

@@ -47,9 +47,11 @@ class Call(BaseModel):
     sip_call_id: str
     direction: str = Field(description="inbound, outbound or internal.")
     missed: bool = Field(description="Inbound or internal and never answered by a person.")
-    from_number: str
+    from_number: str = Field(description="As the caller's phone or trunk sent it.")
+    from_e164: str | None = Field(description="from_number in E.164; null for an extension.")
     from_name: str
     to_number: str
+    to_e164: str | None = Field(description="to_number in E.164; null for an extension.")
     caller_user: str | None
     callee_user: str | None
     answered_by: str | None

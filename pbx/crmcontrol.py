@@ -46,10 +46,11 @@ _T = TypeVar("_T")
 
 CSV_COLUMNS: Final = (
     "id", "started_at", "answered_at", "ended_at", "direction", "missed", "from_number",
-    "from_name", "to_number", "caller_user", "callee_user", "answered_by", "duration",
-    "ring_seconds", "disposition", "hangup_cause", "hangup_by", "sip_code", "has_recording",
-    "recording_seconds", "transferred_to", "transfers", "keys", "queue", "queue_result",
-    "queue_wait", "queue_rule", "callback_number", "callback_attempts", "sip_call_id",
+    "from_e164", "from_name", "to_number", "to_e164", "caller_user", "callee_user",
+    "answered_by", "duration", "ring_seconds", "disposition", "hangup_cause", "hangup_by",
+    "sip_code", "has_recording", "recording_seconds", "transferred_to", "transfers", "keys",
+    "queue", "queue_result", "queue_wait", "queue_rule", "callback_number",
+    "callback_attempts", "sip_call_id",
 )
 """The columns of the CSV export, in order (its header row)."""
 

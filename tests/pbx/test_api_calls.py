@@ -338,8 +338,14 @@ async def test_one_call_with_its_legs_and_the_records_of_its_number(api: Api) ->
     # Outbound: the other party is the called number (sent here without "+").
     outbound = (await api.get(f"/calls/{c.outbound}")).json()
     assert {r["id"] for r in outbound["records"]} == {contact, lead}
+    # Numbers are shown as sent and in E.164; extensions have no E.164 form.
+    assert (outbound["call"]["to_number"], outbound["call"]["to_e164"]) == \
+        ("81312345678", "+81312345678")
+    national = (await api.get(f"/calls/{c.missed_in}")).json()["call"]
+    assert (national["from_number"], national["from_e164"]) == ("0312345678", "+81312345678")
     internal = (await api.get(f"/calls/{c.internal}")).json()
     assert internal["records"] == []
+    assert (internal["call"]["from_e164"], internal["call"]["to_e164"]) == (None, None)
     assert [(leg["role"], leg["user"]) for leg in internal["legs"]] == [("caller", "alice"),
                                                                         ("callee", "bob")]
     transferred = api.seed([call_row(answered_by="alice", transferred_to="bob", transfers=1,
@@ -379,7 +385,8 @@ async def test_csv_export_holds_every_filtered_call_not_a_page(api: Api) -> None
     assert [r["id"] for r in records] == wanted[::-1]  # newest first
     last = records[-1]
     assert last["started_at"] == "2026-11-02T09:00:00Z"
-    assert last["from_number"] == "+81312345678"
+    assert last["from_number"] == last["from_e164"] == "+81312345678"
+    assert last["to_e164"] == "+81355550000"
     assert last["from_name"] == "'=HYPERLINK(\"http://evil.example\",\"x\")"
     assert (last["duration"], last["missed"], last["has_recording"], last["queue"]) == \
         ("12.5", "false", "false", "")
