@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from pbx.config_crm import CrmSection
 from pbx.config_errors import ConfigError, ConfigIssue, IssueLocator, KeyPath, format_key_path
 from pbx.config_http import HttpSection, http_problems
 from pbx.config_prompts import (
@@ -115,6 +116,7 @@ class Config(BaseModel):
     ivr: dict[Name, IvrMenu] = Field(default_factory=dict)
     queues: dict[Name, QueueConfig] = Field(default_factory=dict)
     http: HttpSection = HttpSection()
+    crm: CrmSection = CrmSection()
 
     _by_extension: dict[str, User] = PrivateAttr(default_factory=dict)
     _by_id: dict[str, User] = PrivateAttr(default_factory=dict)

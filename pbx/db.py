@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,9 +33,21 @@ def open_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: object, _rec: object) -> None:
             cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+            # Wait for another connection's lock instead of failing at once (two processes
+            # opening a new file together both switch it to WAL, which needs the lock).
+            cur.execute("PRAGMA busy_timeout=10000")
             # WAL lets readers run while the writer thread commits; NORMAL sync is durable
             # across process crashes (the case that matters: kill -9), not power loss.
-            cur.execute("PRAGMA journal_mode=WAL")
+            for attempt in range(100):
+                try:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Switching a new file to WAL can report "locked" at once, without the
+                    # busy handler, while another process switches it: try again shortly.
+                    if "locked" not in str(exc) or attempt == 99:
+                        raise
+                    time.sleep(0.05)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crmsync.lookup import CallerLookup, Match
+from crmsync.webhooks import WebhookWorker
 from crmsync.writer import CallRecordFolder
 from media.relay import PortAllocator
 from media.udp import RtpRelay
@@ -51,9 +52,14 @@ class DbRecordSink:
     ``emit`` never blocks the call path; the server calls ``flush`` every 200 ms.
     """
 
-    def __init__(self, db: WriteBehind) -> None:
+    def __init__(self, db: WriteBehind, webhooks: WebhookWorker) -> None:
         self._db = db
-        self._folder = CallRecordFolder()
+        # Wakes the worker once a batch with outbox rows is committed (from the writer thread).
+        self._folder = CallRecordFolder(on_outbox_commit=webhooks.wake)
+
+    def set_webhooks(self, config: Config) -> None:
+        """Which webhooks get the events of calls from now on (start and reload)."""
+        self._folder.set_webhooks(config.crm.webhooks)
 
     def emit(self, event: CallEvent) -> None:
         self._folder.add(event)
@@ -125,7 +131,9 @@ class Pbx:
             max_message_size=sip.max_message_size, server_header=sip.user_agent,
         )
         bind_host = sip.listen[0].host
-        self.records = DbRecordSink(self.db)
+        self.webhooks = WebhookWorker(self.engine, config.crm.webhooks, config.crm.retry)
+        self.records = DbRecordSink(self.db, self.webhooks)
+        self.records.set_webhooks(config)
         self.app = SipApp(
             config, self.layer, self.relay, self.records, registration, self.auth,
             self.transport.flush, self.transport.local_address, self.media_address,
@@ -172,6 +180,7 @@ class Pbx:
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._tick())
         self._record_flusher = loop.create_task(self._flush_records())
+        self.webhooks.start()
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's generations, and collect the young generation less often, so that a
         # collection over thousands of live calls does not stall the loop long enough for the
@@ -256,6 +265,8 @@ class Pbx:
         self.app.apply_config(applied)
         self.queues.apply_config(applied)
         self.trunk_registrations.apply(applied.trunks)
+        self.records.set_webhooks(applied)
+        self.webhooks.set_webhooks(applied.crm.webhooks, applied.crm.retry)
         logging.getLogger().setLevel(applied.logging.level.upper())
         logger.info("config reloaded: %d users", len(applied.users))
         return True
@@ -282,6 +293,7 @@ class Pbx:
         await self.relay.close()
         self._save_bindings()
         await asyncio.to_thread(self.db.flush)
+        await self.webhooks.stop()  # what it could not send stays pending for the next start
         self.db.close()
         self.engine.dispose()
 

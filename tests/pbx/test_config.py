@@ -118,11 +118,12 @@ def test_user_defaults(tmp_path: Path) -> None:
 
 
 def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
-    path = write(tmp_path, "pbx.yaml", MINIMAL + "  domian: x\ncrm: {}\n")
+    path = write(tmp_path, "pbx.yaml", MINIMAL + "  domian: x\nwebhooks: {}\n")
     assert problems(path) == [
         "pbx.yaml:4:3: sip.domian: unknown key (did you mean 'domain'?)",
-        "pbx.yaml:5:1: crm: unknown key (allowed here: dialplan, features, http, ivr, logging, "
-        "media, numbers, prompts, queues, recording, ring_groups, sip, storage, trunks, users)",
+        "pbx.yaml:5:1: webhooks: unknown key (allowed here: crm, dialplan, features, http, ivr, "
+        "logging, media, numbers, prompts, queues, recording, ring_groups, sip, storage, "
+        "trunks, users)",
     ]
 
 
