@@ -85,6 +85,7 @@ class LocalBridge:
             a_offer=local.offer, started=local.started, plan=plan, group=group,
         )
         call.a_local = local
+        call.a_called = local.placed
         call.a_dialog = local.dialog
         call.bridge_result = result
         call.to_number = to_number

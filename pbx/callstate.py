@@ -162,6 +162,9 @@ class Call:
     """Where each trunk of an outside call is reached, resolved when the call starts."""
     a_local: LocalCall | None = None
     """The caller's leg when the PBX had answered it itself (an IVR) before this call rang."""
+    a_called: bool = False
+    """The A side is a phone the PBX called (a queue callback's agent), so the record's caller
+    is on the B side: who hung up is told the other way round."""
     bridge_result: asyncio.Future[int | None] | None = None
     """For such a call: None once bridged, else the status why not (see pbx.bridging)."""
     to_number: str = ""

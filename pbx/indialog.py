@@ -107,8 +107,9 @@ class InDialog:
             od, op = call.dialog(other), call.peer(other)
             if od is not None and op is not None:
                 self._send_bye(od, op)
-            self._end(call, "answered", "caller hung up" if side == "a" else "callee hung up",
-                      "caller" if side == "a" else "callee", None)
+            by_caller = (side == "a") != call.a_called
+            self._end(call, "answered", "caller hung up" if by_caller else "callee hung up",
+                      "caller" if by_caller else "callee", None)
             return True
         if method == "INVITE":
             if call.reinvite_pending:

@@ -91,6 +91,9 @@ class LocalCall:
     connector: Callable[[LocalCall, Target], Awaitable[int | None]] | None = None
     missed: bool = False
     """The PBX answered only to say nobody is available: recorded as a missed call."""
+    placed: bool = False
+    """The PBX placed this call itself (:mod:`pbx.originate`): the phone on it was called, so
+    in the call record it is the callee's side."""
     _keys: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     _ended: asyncio.Event = field(default_factory=asyncio.Event)
 

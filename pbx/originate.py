@@ -93,7 +93,7 @@ class Originator:
             id=call_id, caller=users[0], number=number,
             invite=Request("INVITE", SipUri("sip", host=app.domain), Headers()),
             txn_key="", peer=app.binding_peer(targets[0][1]), tag=tag, started=utcnow(),
-            sdp_id=int(uuid.uuid4().int % 10**9), connector=self.local.connect,
+            sdp_id=int(uuid.uuid4().int % 10**9), connector=self.local.connect, placed=True,
         )
         try:
             media = await LocalMedia.open(app.relay.ports, app.media_bind_host, app.playback,

@@ -304,9 +304,6 @@ async def test_busy_customer_is_tried_callback_attempts_times_then_given_up(
     assert rec["callback_attempts"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pbx/indialog.py names the hang-up by dialog side ('a' = caller), but on a callback the "
-    "A side is the agent the PBX called: the customer's BYE is recorded as the callee's"))
 @pytest.mark.asyncio
 async def test_customer_hanging_up_ends_the_agents_call_and_is_recorded_as_the_caller(
         pbx: PbxProcess, tmp_path: Path) -> None:
