@@ -26,8 +26,10 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pbx.api_base import ApiContext
+from pbx.api_calls import include_crm
 from pbx.api_queues import router as queues_router
 from pbx.config_http import ApiKey
+from pbx.crmcontrol import CrmControl
 from pbx.queueviews import QueueControl, QueueControlError, QueueNotFound
 
 __all__ = ["PREFIX", "Health", "create_app", "validation_reason"]
@@ -53,7 +55,8 @@ async def health() -> Health:
     return Health()
 
 
-def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]]) -> FastAPI:
+def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
+               crm: CrmControl | None = None) -> FastAPI:
     """The HTTP API app for the PBX's queue manager ``control``.
 
     ``keys`` returns the accepted API keys; it is called on every request, so a config reload
@@ -79,6 +82,8 @@ def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]]) -> F
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(_health, prefix=PREFIX)
     app.include_router(queues_router, prefix=PREFIX)
+    if crm is not None:
+        include_crm(app, crm, PREFIX)  # calls, recordings, contacts and leads
     return app
 
 

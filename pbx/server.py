@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crmsync.lookup import CallerLookup, Match
+from crmsync.queries import CrmQueries
 from crmsync.webhooks import WebhookWorker
 from crmsync.writer import CallRecordFolder
 from media.relay import PortAllocator
@@ -31,6 +32,7 @@ from .api import create_app
 from .auth import Authenticator
 from .bindings import BindingWriter, load_bindings
 from .config import Config, ConfigError, User, merge_reload
+from .crmcontrol import CrmControl
 from .db import WriteBehind, open_engine
 from .httpserver import HttpServer
 from .presence import Presence
@@ -171,7 +173,10 @@ class Pbx:
                     restored, away)
         self.http: HttpServer | None = None
         if config.http.enabled:
-            app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys)
+            self.crm = CrmControl(CrmQueries(self.engine, config.dialplan.region),
+                                  config.storage.recordings)
+            app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys,
+                             self.crm)
             self.http = HttpServer(app, config.http.host, config.http.port)
             await self.http.start()
             logger.info("HTTP API on http://%s:%d/api/v1", config.http.host, self.http.port)
@@ -275,6 +280,7 @@ class Pbx:
         await self.queues.stop()
         if self.http is not None:
             await self.http.stop()
+            self.crm.close()
         for call in list(self.app.calls.calls.values()):
             self.app.calls.hangup(call, "PBX shutting down")
         self.app.calls.local.hangup_all("PBX shutting down")

@@ -9,11 +9,12 @@ import asyncio
 import json
 import time
 
+import httpx
 import pytest
 
 from crmsync.webhooks import verify
 from tests.crmsync.test_webhooks import Receiver
-from tests.integration.pbx_process import run_pbx
+from tests.integration.pbx_process import API_KEY, run_pbx
 from tests.integration.test_ring_groups import USERS
 from tests.integration.test_sipp_calls import SIPP_AUTH
 from tests.peers.phone_driver import Phone
@@ -72,6 +73,11 @@ async def test_a_call_and_a_missed_call_reach_the_crm_webhook(tmp_path_factory:
                 ids = [json.loads(r.body)["call"]["id"] for r in receiver.requests]
                 second = next(i for i in ids if i != first)
                 missed = await _events(receiver, second, {"call.missed", "call.ended"})
+                # The same records through the API, by number written another way.
+                async with httpx.AsyncClient(base_url=pbx.api, timeout=5.0,
+                                             headers={"X-API-Key": API_KEY}) as api:
+                    page = (await api.get("/calls", params={"agent": "bob"})).json()
+                    missed_page = (await api.get("/calls", params={"type": "missed"})).json()
     finally:
         await receiver.close()
     for name, event in {**got, **missed}.items():
@@ -91,3 +97,5 @@ async def test_a_call_and_a_missed_call_reach_the_crm_webhook(tmp_path_factory:
     missed_call = missed["call.missed"]["body"]
     assert isinstance(missed_call, dict)
     assert missed_call["call"]["disposition"] == "no_answer"
+    assert {c["id"] for c in page["items"]} == {first, second}  # bob's: answered and rung
+    assert [c["id"] for c in missed_page["items"]] == [second], missed_page
