@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pbx.api_base import ApiContext
 from pbx.api_calls import include_crm
 from pbx.api_queues import router as queues_router
+from pbx.api_webhooks import WebhookControl, include_webhooks
 from pbx.config_http import ApiKey
 from pbx.crmcontrol import CrmControl
 from pbx.queueviews import QueueControl, QueueControlError, QueueNotFound
@@ -56,7 +57,8 @@ async def health() -> Health:
 
 
 def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
-               crm: CrmControl | None = None) -> FastAPI:
+               crm: CrmControl | None = None,
+               webhooks: WebhookControl | None = None) -> FastAPI:
     """The HTTP API app for the PBX's queue manager ``control``.
 
     ``keys`` returns the accepted API keys; it is called on every request, so a config reload
@@ -84,6 +86,8 @@ def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
     app.include_router(queues_router, prefix=PREFIX)
     if crm is not None:
         include_crm(app, crm, PREFIX)  # calls, recordings, contacts and leads
+    if webhooks is not None:
+        include_webhooks(app, webhooks, PREFIX)  # the delivery log and replay
     return app
 
 

@@ -176,7 +176,7 @@ class Pbx:
             self.crm = CrmControl(CrmQueries(self.engine, config.dialplan.region),
                                   config.storage.recordings)
             app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys,
-                             self.crm)
+                             self.crm, self.webhooks)
             self.http = HttpServer(app, config.http.host, config.http.port)
             await self.http.start()
             logger.info("HTTP API on http://%s:%d/api/v1", config.http.host, self.http.port)

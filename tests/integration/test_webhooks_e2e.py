@@ -24,6 +24,15 @@ pytestmark = pytest.mark.integration
 SECRET = "webhook-secret-0123456789"
 
 
+async def _wait_for(check: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the replayed event never arrived")
+
+
 async def _events(receiver: Receiver, call_id: str, want: set[str],
                   timeout: float = 10.0) -> dict[str, dict[str, object]]:
     deadline = time.monotonic() + timeout
@@ -78,6 +87,17 @@ async def test_a_call_and_a_missed_call_reach_the_crm_webhook(tmp_path_factory:
                                              headers={"X-API-Key": API_KEY}) as api:
                     page = (await api.get("/calls", params={"agent": "bob"})).json()
                     missed_page = (await api.get("/calls", params={"type": "missed"})).json()
+                    # The delivery log, and a replay that sends an event again, same key.
+                    log = (await api.get("/webhooks/deliveries",
+                                         params={"call_id": first})).json()
+                    ended_id = next(d["id"] for d in log if d["event"] == "call.ended")
+                    tries = (await api.get(f"/webhooks/deliveries/{ended_id}/attempts")).json()
+                    before = len(receiver.requests)
+                    replayed = await api.post("/webhooks/replay",
+                                              json={"ids": [ended_id], "status": "delivered"})
+                    await _wait_for(lambda: len(receiver.requests) > before)
+                    again = json.loads(receiver.requests[-1].body)
+                    bad = await api.post("/webhooks/replay", json={"status": "pending"})
     finally:
         await receiver.close()
     for name, event in {**got, **missed}.items():
@@ -99,3 +119,9 @@ async def test_a_call_and_a_missed_call_reach_the_crm_webhook(tmp_path_factory:
     assert missed_call["call"]["disposition"] == "no_answer"
     assert {c["id"] for c in page["items"]} == {first, second}  # bob's: answered and rung
     assert [c["id"] for c in missed_page["items"]] == [second], missed_page
+    assert {d["event"] for d in log} == {"call.started", "call.answered", "call.ended"}
+    assert all(d["status"] == "delivered" and d["attempts"] == 1 for d in log)
+    assert len(tries) == 1 and tries[0]["status_code"] == 200
+    assert replayed.json() == {"replayed": [ended_id]}
+    assert again["id"] == f"{first}:call.ended" and again["event"] == "call.ended"
+    assert bad.status_code == 422
