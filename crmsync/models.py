@@ -191,3 +191,39 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(String(512), nullable=True)
     """Why the attempt failed; None when it succeeded."""
     duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class ScheduledCall(Base):
+    """A call an agent plans to make (or expects), with its reminder; times are UTC."""
+
+    __tablename__ = "scheduled_calls"
+    __table_args__ = (
+        # The agent's list: their calls in time order.
+        Index("ix_scheduled_calls_owner_start", "owner", "start_at"),
+        # The reminder poll: scheduled calls whose reminder is due.
+        Index("ix_scheduled_calls_due", "status", "reminder_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), default="")
+    direction: Mapped[str] = mapped_column(String(16))
+    """outbound | inbound (a call the agent expects)"""
+    number: Mapped[str] = mapped_column(String(16), index=True)
+    """The other party's number in E.164."""
+    record_kind: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    """contact | lead, when the call is about a CRM record."""
+    record_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    """User id of the agent the call belongs to."""
+    start_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    reminder_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    """When to remind the owner (at or before ``start_at``); None: no reminder."""
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")
+    """scheduled | completed | cancelled"""
+    description: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[str] = mapped_column(Text, default="")
+    """What came of the call (or why it was cancelled)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    reminded_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    """When the reminder went out; None until then (and again after a reschedule)."""
