@@ -27,10 +27,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pbx.api_base import ApiContext
 from pbx.api_calls import include_crm
+from pbx.api_events import include_events
 from pbx.api_queues import router as queues_router
 from pbx.api_webhooks import WebhookControl, include_webhooks
 from pbx.config_http import ApiKey
 from pbx.crmcontrol import CrmControl
+from pbx.events import EventHub
 from pbx.queueviews import QueueControl, QueueControlError, QueueNotFound
 
 __all__ = ["PREFIX", "Health", "create_app", "validation_reason"]
@@ -58,7 +60,8 @@ async def health() -> Health:
 
 def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
                crm: CrmControl | None = None,
-               webhooks: WebhookControl | None = None) -> FastAPI:
+               webhooks: WebhookControl | None = None,
+               events: EventHub | None = None) -> FastAPI:
     """The HTTP API app for the PBX's queue manager ``control``.
 
     ``keys`` returns the accepted API keys; it is called on every request, so a config reload
@@ -88,6 +91,8 @@ def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
         include_crm(app, crm, PREFIX)  # calls, recordings, contacts and leads
     if webhooks is not None:
         include_webhooks(app, webhooks, PREFIX)  # the delivery log and replay
+    if events is not None:
+        include_events(app, events, PREFIX)  # the live event stream (screen pops)
     return app
 
 

@@ -176,6 +176,9 @@ class CrmSection(BaseModel):
 
     webhooks: tuple[Webhook, ...] = ()
     retry: RetrySection = RetrySection()
+    create_leads: bool = False
+    """A caller from outside whose number matches no contact or lead becomes a new lead
+    (named by the caller's display name, else the number) when the call starts."""
 
     @field_validator("webhooks")
     @classmethod

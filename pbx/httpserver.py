@@ -138,7 +138,7 @@ class HttpServer:
             host=self._host,
             port=self._requested_port,
             http="h11",
-            ws="none",
+            ws="websockets-sansio",  # the event stream (pbx.api_events)
             lifespan="off",
             log_config=None,  # the PBX configures logging; uvicorn's lines go to its handlers
             log_level="warning",

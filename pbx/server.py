@@ -17,6 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
+from crmsync.contacts import create_lead, normalise
 from crmsync.lookup import CallerLookup, Match
 from crmsync.queries import CrmQueries
 from crmsync.webhooks import WebhookWorker
@@ -34,6 +37,7 @@ from .bindings import BindingWriter, load_bindings
 from .config import Config, ConfigError, User, merge_reload
 from .crmcontrol import CrmControl
 from .db import WriteBehind, open_engine
+from .events import EventHub
 from .httpserver import HttpServer
 from .presence import Presence
 from .prompts import Prompts, load_resolved, resolve
@@ -63,8 +67,12 @@ class DbRecordSink:
         """Which webhooks get the events of calls from now on (start and reload)."""
         self._folder.set_webhooks(config.crm.webhooks)
 
+    hub: EventHub | None = None
+
     def emit(self, event: CallEvent) -> None:
         self._folder.add(event)
+        if self.hub is not None:
+            self.hub.on_record(event)
 
     def flush(self) -> None:
         job = self._folder.flush()
@@ -158,6 +166,8 @@ class Pbx:
         self.recordings = Recordings(config.storage.recordings, config.recording.format)
         self.app.recordings = self.recordings
         self.caller_lookup = CallerLookup(self.engine, config.dialplan.region)
+        self.events = EventHub(self.caller_lookup.match, self._create_lead)
+        self.records.hub = self.events
         self.queues = Queues(self.app, self.app.calls)
         self.queues.lookup = self._lookup
         self.app.calls.queues = self.queues
@@ -176,7 +186,7 @@ class Pbx:
             self.crm = CrmControl(CrmQueries(self.engine, config.dialplan.region),
                                   config.storage.recordings)
             app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys,
-                             self.crm, self.webhooks)
+                             self.crm, self.webhooks, self.events)
             self.http = HttpServer(app, config.http.host, config.http.port)
             await self.http.start()
             logger.info("HTTP API on http://%s:%d/api/v1", config.http.host, self.http.port)
@@ -223,6 +233,18 @@ class Pbx:
         """The CRM record and the last agent of a caller (blocking: run in a thread)."""
         agents = [u.id for u in self.config.users]
         return self.caller_lookup.match(number), self.caller_lookup.last_agent(number, agents)
+
+    def _create_lead(self, number: str, name: str) -> Match | None:
+        """A new lead for an unknown outside caller, if ``crm.create_leads`` (blocking: run
+        in a thread)."""
+        region = self.config.dialplan.region
+        if not self.config.crm.create_leads or normalise(number, region) is None:
+            return None
+        with Session(self.engine) as session, session.begin():
+            create_lead(session, first_name=name or number, phones=[(number, "")],
+                        region=region)
+        logger.info("caller %s is a new lead", number)
+        return self.caller_lookup.match(number)
 
     def _save_bindings(self) -> None:
         job = self.binding_writer.flush()
@@ -281,6 +303,7 @@ class Pbx:
         if self.http is not None:
             await self.http.stop()
             self.crm.close()
+        self.events.close()
         for call in list(self.app.calls.calls.values()):
             self.app.calls.hangup(call, "PBX shutting down")
         self.app.calls.local.hangup_all("PBX shutting down")
