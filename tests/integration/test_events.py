@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from crmsync.contacts import create_contact
 from crmsync.models import Lead
