@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pbx.api_base import ApiContext
 from pbx.api_calls import include_crm
+from pbx.api_clicktocall import ClickToCallControl, include_click_to_call
 from pbx.api_events import include_events
 from pbx.api_queues import router as queues_router
 from pbx.api_webhooks import WebhookControl, include_webhooks
@@ -61,7 +62,8 @@ async def health() -> Health:
 def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
                crm: CrmControl | None = None,
                webhooks: WebhookControl | None = None,
-               events: EventHub | None = None) -> FastAPI:
+               events: EventHub | None = None,
+               click_to_call: ClickToCallControl | None = None) -> FastAPI:
     """The HTTP API app for the PBX's queue manager ``control``.
 
     ``keys`` returns the accepted API keys; it is called on every request, so a config reload
@@ -87,6 +89,8 @@ def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(_health, prefix=PREFIX)
     app.include_router(queues_router, prefix=PREFIX)
+    if click_to_call is not None:  # before the calls router: its path is more specific
+        include_click_to_call(app, click_to_call, PREFIX)
     if crm is not None:
         include_crm(app, crm, PREFIX)  # calls, recordings, contacts and leads
     if webhooks is not None:

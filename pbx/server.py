@@ -34,6 +34,7 @@ from . import schema
 from .api import create_app
 from .auth import Authenticator
 from .bindings import BindingWriter, load_bindings
+from .clicktocall import ClickToCall
 from .config import Config, ConfigError, User, merge_reload
 from .crmcontrol import CrmControl
 from .db import WriteBehind, open_engine
@@ -186,7 +187,7 @@ class Pbx:
             self.crm = CrmControl(CrmQueries(self.engine, config.dialplan.region),
                                   config.storage.recordings)
             app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys,
-                             self.crm, self.webhooks, self.events)
+                             self.crm, self.webhooks, self.events, ClickToCall(self.app))
             self.http = HttpServer(app, config.http.host, config.http.port)
             await self.http.start()
             logger.info("HTTP API on http://%s:%d/api/v1", config.http.host, self.http.port)
