@@ -30,6 +30,7 @@ from pbx.api_calls import include_crm
 from pbx.api_clicktocall import ClickToCallControl, include_click_to_call
 from pbx.api_events import include_events
 from pbx.api_queues import router as queues_router
+from pbx.api_scheduled import SchedulingControl, include_scheduled
 from pbx.api_webhooks import WebhookControl, include_webhooks
 from pbx.config_http import ApiKey
 from pbx.crmcontrol import CrmControl
@@ -63,7 +64,8 @@ def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
                crm: CrmControl | None = None,
                webhooks: WebhookControl | None = None,
                events: EventHub | None = None,
-               click_to_call: ClickToCallControl | None = None) -> FastAPI:
+               click_to_call: ClickToCallControl | None = None,
+               scheduling: SchedulingControl | None = None) -> FastAPI:
     """The HTTP API app for the PBX's queue manager ``control``.
 
     ``keys`` returns the accepted API keys; it is called on every request, so a config reload
@@ -97,6 +99,8 @@ def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
         include_webhooks(app, webhooks, PREFIX)  # the delivery log and replay
     if events is not None:
         include_events(app, events, PREFIX)  # the live event stream (screen pops)
+    if scheduling is not None:
+        include_scheduled(app, scheduling, PREFIX)  # scheduled calls and call imports
     return app
 
 

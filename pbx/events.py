@@ -144,6 +144,21 @@ class EventHub:
 
         future.add_done_callback(done)
 
+    def reminder(self, scheduled: Any) -> None:
+        """A scheduled call's reminder is due: tell its owner (and supervisors)."""
+        event: Event = {
+            "event": "call.reminder", "scheduled_call_id": scheduled.id,
+            "subject": scheduled.subject, "number": scheduled.number,
+            "direction": scheduled.direction, "owner": scheduled.owner,
+            "callee_user": scheduled.owner,  # so that only the owner's agent key hears it
+            "start_at": _iso(scheduled.start_at),
+            "record_kind": scheduled.record_kind, "record_id": scheduled.record_id,
+        }
+        logger.info("reminder for %s: call %s at %s", scheduled.owner, scheduled.number,
+                    event["start_at"])
+        for sub in list(self._subscribers):
+            sub.offer(event)
+
     def _publish(self, kind: str, call: Event) -> None:
         event = {"event": kind, **call}
         for sub in list(self._subscribers):

@@ -20,8 +20,10 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from crmsync.contacts import create_lead, normalise
+from crmsync.imports import CallImports
 from crmsync.lookup import CallerLookup, Match
 from crmsync.queries import CrmQueries
+from crmsync.scheduled import ReminderLoop, ScheduledCalls
 from crmsync.webhooks import WebhookWorker
 from crmsync.writer import CallRecordFolder
 from media.relay import PortAllocator
@@ -32,6 +34,7 @@ from sip.transport import ListenSpec, SipTransport
 
 from . import schema
 from .api import create_app
+from .api_scheduled import SchedulingControl
 from .auth import Authenticator
 from .bindings import BindingWriter, load_bindings
 from .clicktocall import ClickToCall
@@ -169,6 +172,10 @@ class Pbx:
         self.caller_lookup = CallerLookup(self.engine, config.dialplan.region)
         self.events = EventHub(self.caller_lookup.match, self._create_lead)
         self.records.hub = self.events
+        # Reminders of scheduled calls go out as events at their time.
+        self.scheduled_calls = ScheduledCalls(self.engine, config.dialplan.region)
+        self.reminders = ReminderLoop(self.scheduled_calls, self.events.reminder)
+        self.reminders.start()
         self.queues = Queues(self.app, self.app.calls)
         self.queues.lookup = self._lookup
         self.app.calls.queues = self.queues
@@ -186,8 +193,11 @@ class Pbx:
         if config.http.enabled:
             self.crm = CrmControl(CrmQueries(self.engine, config.dialplan.region),
                                   config.storage.recordings)
+            self.scheduling = SchedulingControl(
+                self.scheduled_calls, CallImports(self.engine, config.dialplan.region))
             app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys,
-                             self.crm, self.webhooks, self.events, ClickToCall(self.app))
+                             self.crm, self.webhooks, self.events, ClickToCall(self.app),
+                             self.scheduling)
             self.http = HttpServer(app, config.http.host, config.http.port)
             await self.http.start()
             logger.info("HTTP API on http://%s:%d/api/v1", config.http.host, self.http.port)
@@ -304,6 +314,8 @@ class Pbx:
         if self.http is not None:
             await self.http.stop()
             self.crm.close()
+            self.scheduling.close()
+        await self.reminders.stop()
         self.events.close()
         for call in list(self.app.calls.calls.values()):
             self.app.calls.hangup(call, "PBX shutting down")

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
@@ -93,3 +95,38 @@ async def test_a_known_caller_pops_the_contact_and_an_unknown_one_becomes_a_lead
         leads = s.scalars(select(Lead)).all()
     assert [lead.first_name for lead in leads] == ["Suzuki Jiro"]
     engine.dispose()
+
+
+@pytest.mark.asyncio
+async def test_a_scheduled_calls_reminder_arrives_as_an_event_at_its_time(
+        pbx: PbxProcess) -> None:
+    now = datetime.now(UTC)
+    url = f"ws://127.0.0.1:{pbx.http_port}/api/v1/events?key={API_KEY}"
+    async with connect(url) as ws, httpx.AsyncClient(
+            base_url=pbx.api, headers={"X-API-Key": API_KEY}, timeout=5.0) as api:
+        assert json.loads(await ws.recv())["event"] == "events.ready"
+        created = await api.post("/scheduled-calls", json={
+            "subject": "Follow up the quote", "number": "090-5555-0009", "owner": "bob",
+            "start_at": (now + timedelta(minutes=30)).isoformat(),
+            "reminder_at": (now + timedelta(seconds=2)).isoformat()})
+        assert created.status_code == 201, created.text
+        past = await api.post("/scheduled-calls", json={
+            "number": "090-5555-0009", "owner": "bob",
+            "start_at": (now - timedelta(minutes=5)).isoformat()})
+        assert past.status_code == 422
+        # A call import with one bad row is refused whole, naming the row.
+        csv = ("subject,type,number,start,duration,agent\n"
+               "Call back,inbound,03-1234-9999,2026-11-01 10:00,60,bob\n"
+               "Bad,outbound,not-a-number,2026-11-01 11:00,30,bob\n")
+        refused = await api.post("/imports/calls", content=csv.encode(),
+                                 headers={"Content-Type": "text/csv"})
+        assert refused.status_code == 422
+        assert [p["line"] for p in refused.json()["problems"]] == [3]
+        async with asyncio.timeout(15):
+            while True:
+                event = json.loads(await ws.recv())
+                if event["event"] == "call.reminder":
+                    break
+    assert event["scheduled_call_id"] == created.json()["id"]
+    assert event["number"] == "+819055550009" and event["owner"] == "bob"
+    assert event["subject"] == "Follow up the quote"
