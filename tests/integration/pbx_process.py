@@ -81,6 +81,7 @@ def config_text(
     user_extra: dict[str, str] | None = None,
     extra_media: str = "",
     http_port: int = 0,
+    database: str | None = None,
 ) -> str:
     rtp = random.randrange(30000, 59000, 2)
     users = users or USERS
@@ -103,7 +104,7 @@ def config_text(
           rtp_ports: [{rtp}, {rtp + 400}]
           address: {LOOPBACK}
         storage:
-          database: sqlite:///{workdir}/pbx.db
+          database: {database or f"sqlite:///{workdir}/pbx.db"}
           recordings: {workdir}/recordings
         logging:
           level: info
@@ -121,7 +122,7 @@ def run_pbx(workdir: Path, extra_sip: str = "", port: int | None = None,
             users: dict[str, tuple[str, str, str]] | None = None,
             ring_timeout: str = "8s", extra_top: str = "",
             user_extra: dict[str, str] | None = None,
-            extra_media: str = "") -> Iterator[PbxProcess]:
+            extra_media: str = "", database: str | None = None) -> Iterator[PbxProcess]:
     """The PBX as a subprocess on a free loopback port; ``user_extra`` adds YAML lines (indented
     four spaces) to a user's entry, e.g. ``{"carol": "    dtmf_mode: inband\\n"}``."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def run_pbx(workdir: Path, extra_sip: str = "", port: int | None = None,
     http_port = free_port()
     cfg = workdir / "pbx.yaml"
     cfg.write_text(config_text(port, workdir, extra_sip, users, ring_timeout, extra_top,
-                               user_extra, extra_media, http_port))
+                               user_extra, extra_media, http_port, database))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pbx", "run", "--config", str(cfg),
