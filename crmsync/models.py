@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -66,6 +68,13 @@ class Call(Base):
     callback_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
     callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
     """Times the PBX dialled the callback number."""
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Kept as it is: retention and erasure leave the call and its recording alone."""
+    recording_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """Why the call has no recording though recording was on: ``quota`` (the recording
+    quota was reached), ``expired`` (deleted by retention), ``erased`` (by an erasure
+    request); None otherwise."""
+    recording_deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Contact(Base):
@@ -227,3 +236,18 @@ class ScheduledCall(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     reminded_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     """When the reminder went out; None until then (and again after a reschedule)."""
+
+
+class AuditEntry(Base):
+    """Who did what to the records that the law cares about (erasure, legal holds)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    """The API key's name (or ``pbx`` for the PBX's own jobs)."""
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(255))
+    details: Mapped[str] = mapped_column(Text, default="")
+    """JSON: what was affected."""

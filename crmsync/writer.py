@@ -40,6 +40,7 @@ from pbx.records import (
     CallQueued,
     CallStarted,
     CallTransferred,
+    RecordingSkipped,
 )
 
 from .models import Call
@@ -117,6 +118,9 @@ class CallRecordFolder:
                 "queue_rule": None,
                 "callback_number": None,
                 "callback_attempts": 0,
+                "recording_state": None,
+                "recording_deleted_at": None,
+                "legal_hold": False,
             }
             self._rows[event.call_id] = new_row
             if "call.started" in subscribers:
@@ -142,6 +146,8 @@ class CallRecordFolder:
                 if event.callback_number is not None:
                     row["callback_number"] = event.callback_number
                     row["callback_attempts"] = event.callback_attempts
+            elif isinstance(event, RecordingSkipped):
+                row["recording_state"] = event.reason
             elif isinstance(event, CallTransferred):
                 row["transferred_to"] = event.to_user
                 row["transfers"] += 1
@@ -212,7 +218,9 @@ class CallRecordFolder:
             dialect = session.get_bind().dialect.name
             ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
             stmt = ins(_calls)
-            cols = {c: stmt.excluded[c] for c in rows[0] if c != "id"}
+            # A legal hold is set through the API, never by the call path: an update of a row
+            # still in progress must not lift it.
+            cols = {c: stmt.excluded[c] for c in rows[0] if c not in ("id", "legal_hold")}
             session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=cols), rows)
 
         return job

@@ -29,6 +29,7 @@ from pbx.api_base import ApiContext
 from pbx.api_calls import include_crm
 from pbx.api_clicktocall import ClickToCallControl, include_click_to_call
 from pbx.api_events import include_events
+from pbx.api_governance import GovernanceControl, include_governance
 from pbx.api_queues import router as queues_router
 from pbx.api_scheduled import SchedulingControl, include_scheduled
 from pbx.api_webhooks import WebhookControl, include_webhooks
@@ -65,7 +66,8 @@ def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
                webhooks: WebhookControl | None = None,
                events: EventHub | None = None,
                click_to_call: ClickToCallControl | None = None,
-               scheduling: SchedulingControl | None = None) -> FastAPI:
+               scheduling: SchedulingControl | None = None,
+               governance: GovernanceControl | None = None) -> FastAPI:
     """The HTTP API app for the PBX's queue manager ``control``.
 
     ``keys`` returns the accepted API keys; it is called on every request, so a config reload
@@ -101,6 +103,8 @@ def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
         include_events(app, events, PREFIX)  # the live event stream (screen pops)
     if scheduling is not None:
         include_scheduled(app, scheduling, PREFIX)  # scheduled calls and call imports
+    if governance is not None:
+        include_governance(app, governance, PREFIX)  # recording quota, holds, erasure
     return app
 
 

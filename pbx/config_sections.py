@@ -359,6 +359,20 @@ class StorageSection(BaseModel):
 _LEVELS = ("debug", "info", "warning", "error")
 
 
+def _retention(value: object) -> object:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if len(text) >= 2 and text[:-1].isdigit() and text[-1] in "dmy":
+            amount = int(text[:-1])
+            if amount < 1:
+                raise ValueError("retention must be at least 1")
+            return (amount, text[-1])
+    raise ValueError(f"invalid retention {value!r}: write e.g. 3m or 6m (months), 90d (days) "
+                     "or 1y (years), or null to keep recordings")
+
+
 class RecordingSection(BaseModel):
     """``recording:`` — stereo recordings of answered calls under ``storage.recordings``."""
 
@@ -367,6 +381,16 @@ class RecordingSection(BaseModel):
     enabled: bool = False
     format: Literal["wav", "flac"] = "wav"
     """WAV stays playable up to the last second if the PBX is killed; FLAC is smaller."""
+    quota_minutes: float | None = Field(default=1000.0, ge=0)
+    """Minutes of recordings the PBX keeps at most; once reached, new calls are not recorded
+    (their record says so) until recordings expire or the quota is raised. null: no quota."""
+    retention: Annotated[tuple[int, str], BeforeValidator(_retention)] | None = (6, "m")
+    """How long recordings are kept: ``3m``/``6m`` (calendar months), ``90d`` (days) or
+    ``1y``; null keeps them. Calls under a legal hold are kept whatever this says."""
+
+    @property
+    def retention_text(self) -> str | None:
+        return None if self.retention is None else f"{self.retention[0]}{self.retention[1]}"
 
 
 class FeaturesSection(BaseModel):

@@ -144,6 +144,12 @@ class EventHub:
 
         future.add_done_callback(done)
 
+    def notify(self, event: Event) -> None:
+        """An event for supervisors and admins (the recording quota reached, say)."""
+        for sub in list(self._subscribers):
+            if sub.user is None:
+                sub.offer(event)
+
     def reminder(self, scheduled: Any) -> None:
         """A scheduled call's reminder is due: tell its owner (and supervisors)."""
         event: Event = {

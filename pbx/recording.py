@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +78,8 @@ class Recordings:
         self._stalled = False
         self._queue_now = 0.0
         self._scheduled: asyncio.Handle | None = None
+        #: Asked before each new recording; False: the call is not recorded.
+        self.gate: Callable[[str], bool] | None = None
 
     def __len__(self) -> int:
         return len(self._active)
@@ -88,6 +91,8 @@ class Recordings:
         active = self._active.get(call_id)
         if active is not None:
             return active.path
+        if self.gate is not None and not self.gate(call_id):
+            return None  # the recording quota is reached (pbx.governance)
         day = datetime.now(UTC)
         path = self.directory / f"{day:%Y/%m/%d}" / f"{call_id}.{self.format}"
         try:

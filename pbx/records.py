@@ -90,7 +90,17 @@ class CallQueued:
     """Times the PBX dialled that number so far."""
 
 
-CallEvent = CallStarted | CallAnswered | CallEnded | CallTransferred | CallQueued
+@dataclass(frozen=True, slots=True)
+class RecordingSkipped:
+    """The call was not recorded though recording was on (``reason``: ``quota``)."""
+
+    call_id: str
+    reason: str
+
+
+CallEvent = (
+    CallStarted | CallAnswered | CallEnded | CallTransferred | CallQueued | RecordingSkipped
+)
 
 
 class RecordSink(Protocol):

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from crmsync.contacts import create_lead, normalise
+from crmsync.governance import Governance
 from crmsync.imports import CallImports
 from crmsync.lookup import CallerLookup, Match
 from crmsync.queries import CrmQueries
@@ -42,6 +43,7 @@ from .config import Config, ConfigError, User, merge_reload
 from .crmcontrol import CrmControl
 from .db import WriteBehind, open_engine
 from .events import EventHub
+from .governance import RecordingGovernance
 from .httpserver import HttpServer
 from .presence import Presence
 from .prompts import Prompts, load_resolved, resolve
@@ -72,11 +74,14 @@ class DbRecordSink:
         self._folder.set_webhooks(config.crm.webhooks)
 
     hub: EventHub | None = None
+    governance: RecordingGovernance | None = None
 
     def emit(self, event: CallEvent) -> None:
         self._folder.add(event)
         if self.hub is not None:
             self.hub.on_record(event)
+        if self.governance is not None:
+            self.governance.on_record(event)
 
     def flush(self) -> None:
         job = self._folder.flush()
@@ -172,6 +177,14 @@ class Pbx:
         self.caller_lookup = CallerLookup(self.engine, config.dialplan.region)
         self.events = EventHub(self.caller_lookup.match, self._create_lead)
         self.records.hub = self.events
+        # The recording quota gates new recordings; retention runs hourly.
+        self.governance = RecordingGovernance(
+            Governance(self.engine, config.dialplan.region, config.storage.recordings),
+            self.records.emit, self.events.notify)
+        self.governance.configure(config.recording.quota_minutes, config.recording.retention)
+        self.records.governance = self.governance
+        self.recordings.gate = self.governance.allow
+        await self.governance.start()
         # Reminders of scheduled calls go out as events at their time.
         self.scheduled_calls = ScheduledCalls(self.engine, config.dialplan.region)
         self.reminders = ReminderLoop(self.scheduled_calls, self.events.reminder)
@@ -197,7 +210,7 @@ class Pbx:
                 self.scheduled_calls, CallImports(self.engine, config.dialplan.region))
             app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys,
                              self.crm, self.webhooks, self.events, ClickToCall(self.app),
-                             self.scheduling)
+                             self.scheduling, self.governance)
             self.http = HttpServer(app, config.http.host, config.http.port)
             await self.http.start()
             logger.info("HTTP API on http://%s:%d/api/v1", config.http.host, self.http.port)
@@ -304,6 +317,7 @@ class Pbx:
         self.queues.apply_config(applied)
         self.trunk_registrations.apply(applied.trunks)
         self.records.set_webhooks(applied)
+        self.governance.configure(applied.recording.quota_minutes, applied.recording.retention)
         self.webhooks.set_webhooks(applied.crm.webhooks, applied.crm.retry)
         logging.getLogger().setLevel(applied.logging.level.upper())
         logger.info("config reloaded: %d users", len(applied.users))
@@ -316,6 +330,7 @@ class Pbx:
             self.crm.close()
             self.scheduling.close()
         await self.reminders.stop()
+        await self.governance.stop()
         self.events.close()
         for call in list(self.app.calls.calls.values()):
             self.app.calls.hangup(call, "PBX shutting down")
