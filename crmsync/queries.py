@@ -71,8 +71,7 @@ _MISSED = and_(
     or_(
         _calls.c.disposition.in_(("no_answer", "cancelled")),
         and_(_calls.c.ended_at.is_not(None), _calls.c.queue.is_not(None),
-             or_(_calls.c.queue_result.is_(None), _calls.c.queue_result != "answered"),
-             _calls.c.disposition != "answered"),
+             or_(_calls.c.queue_result.is_(None), _calls.c.queue_result != "answered")),
     ),
 )
 # What a call looks like outside the store: the file path stays inside (the API serves the

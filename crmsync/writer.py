@@ -72,12 +72,12 @@ class CallRecordFolder:
         return len(self._rows)
 
     def set_webhooks(self, webhooks: Iterable[WebhookSpec]) -> None:
-        """The webhooks whose events go to the outbox from now on (the enabled ones count)."""
+        """The webhooks whose events go to the outbox from now on. A disabled one's events are
+        stored too: they wait for it to be enabled again (the worker sends to enabled ones)."""
         subscribers: dict[str, list[str]] = {}
         for hook in webhooks:
-            if hook.enabled:
-                for name in hook.events:
-                    subscribers.setdefault(name, []).append(hook.name)
+            for name in hook.events:
+                subscribers.setdefault(name, []).append(hook.name)
         # Replaced whole, never changed in place: a job already handed out keeps its own.
         self._subscribers = {name: tuple(hooks) for name, hooks in subscribers.items()}
 
@@ -138,7 +138,10 @@ class CallRecordFolder:
                 row["answered_at"] = event.answered_at
                 row["answered_by"] = event.answered_by
                 row["ring_seconds"] = event.ring_seconds
-                if "call.answered" in subscribers and event.call_id in self._rows:
+                # The PBX answering (an IVR, a queue's music) is nobody's answer: the event
+                # goes out when a person answers.
+                if event.answered_by is not None and "call.answered" in subscribers \
+                        and event.call_id in self._rows:
                     self._note("call.answered", event.call_id, event.answered_at, row)
             elif isinstance(event, CallQueued):
                 row.update(queue=event.queue, queue_result=event.result,
@@ -233,5 +236,4 @@ def _missed(row: Row) -> bool:
     if row["disposition"] in ("no_answer", "cancelled"):
         return True
     # A queue caller the PBX answered to wait, who never reached an agent.
-    return row["queue"] is not None and row["queue_result"] != "answered" \
-        and row["disposition"] != "answered"
+    return row["queue"] is not None and row["queue_result"] != "answered"

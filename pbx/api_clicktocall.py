@@ -19,7 +19,7 @@ __all__ = ["ClickToCallControl", "include_click_to_call"]
 
 
 class ClickToCallControl(Protocol):
-    def start(self, agent: str, number: str) -> str: ...
+    def start(self, agent: str, number: str, *, auto_answer: bool = True) -> str: ...
 
 
 class ClickToCallRequest(BaseModel):
@@ -53,7 +53,9 @@ async def click_to_call(request: Request, caller: AuthCaller,
     caller.require_self(agent, "start calls")
     control: ClickToCallControl = request.app.state.click_to_call
     try:
-        call_id = control.start(agent, body.number)
+        # Only the agent's own key may make their phone pick up by itself: a supervisor
+        # starting a call for someone else rings it normally (no open microphone).
+        call_id = control.start(agent, body.number, auto_answer=agent == caller.user)
     except QueueNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     except QueueControlError as exc:

@@ -39,7 +39,7 @@ class ClickToCall:
     def __init__(self, app: SipApp) -> None:
         self.app = app
 
-    def start(self, agent: str, number: str) -> str:
+    def start(self, agent: str, number: str, *, auto_answer: bool = True) -> str:
         """Ring ``agent``'s phone, then dial ``number``; returns the call id at once.
         Raises :class:`QueueNotFound` (unknown user) or :class:`QueueControlError` (no
         registered phone, a number the agent may not dial) with the reason."""
@@ -66,18 +66,18 @@ class ClickToCall:
             started_at=started,
         ))
         app.flush()
-        app.spawn(self._run(call_id, agent, text, target))
+        app.spawn(self._run(call_id, agent, text, target, auto_answer))
         logger.info("click-to-call %s: ringing %s for %s", call_id, agent, text)
         return call_id
 
     async def _run(self, call_id: str, agent: str, number: str,
-                   target: ToUser | ToRingGroup | ToOutside) -> None:
+                   target: ToUser | ToRingGroup | ToOutside, auto_answer: bool) -> None:
         app = self.app
         user = app.config.user_by_id(agent)
         assert user is not None
         placed = await app.calls.local.originator.call_users(
             [user], call_id=call_id, shown_number=number, shown_name=f"Calling {number}",
-            number=number, timeout=AGENT_TIMEOUT, headers=AUTO_ANSWER)
+            number=number, timeout=AGENT_TIMEOUT, headers=AUTO_ANSWER if auto_answer else ())
         result = await placed.result if isinstance(placed, Origination) else placed
         if isinstance(result, int):
             self._failed(call_id, result, f"{agent}'s phone did not answer ({result})")

@@ -91,6 +91,9 @@ class LocalCall:
     connector: Callable[[LocalCall, Target], Awaitable[int | None]] | None = None
     missed: bool = False
     """The PBX answered only to say nobody is available: recorded as a missed call."""
+    before_end: Callable[[], None] | None = None
+    """Run as the call ends, before its record's end is written (a queue writes the caller's
+    result and wait first, so the ended record carries them)."""
     placed: bool = False
     """The PBX placed this call itself (:mod:`pbx.originate`): the phone on it was called, so
     in the call record it is the callee's side."""
@@ -511,6 +514,12 @@ class LocalCalls:
             disposition = "no_answer"  # the PBX answered only to say or play something
         call.state = "ended"
         call._ended.set()
+        if call.before_end is not None:
+            hook, call.before_end = call.before_end, None
+            try:
+                hook()
+            except Exception:
+                logger.exception("call %s: end hook failed", call.id)
         if call.bridge is not None:
             # The caller gave up while a phone rang for them.
             self.calls.hangup(call.bridge, "caller hung up")

@@ -101,6 +101,8 @@ class QueueCaller:
     callback_attempts: int = 0
     waited: float = 0.0
     """Seconds the caller waited until an agent answered."""
+    left: bool = False
+    """The waiting service let the caller go (see pbx.queuewait._leave)."""
     callback_offer: Origination | None = None
     """The agents' phones ringing for this callback now."""
 

@@ -78,6 +78,7 @@ async def join_and_wait(queues: Queues, call: LocalCall, name: str, hops: int) -
 
 
 async def _wait(queues: Queues, caller: QueueCaller) -> None:
+    caller.local.before_end = lambda: _leave(queues, caller)
     try:
         await _admit(queues, caller)
         if caller.outcome == "unassigned":
@@ -87,13 +88,22 @@ async def _wait(queues: Queues, caller: QueueCaller) -> None:
     except CallerGone:
         pass
     finally:
-        # A callback keeps the caller's place once their line is gone (only then can it be
-        # offered: the agent's phone rings first, and the customer must not still be on the
-        # line); anyone else leaves the line (counted abandoned if still in it).
-        if caller.callback_number is not None and caller.connected_to is None:
-            queues.set_callback(caller, caller.callback_number)
-        else:
-            queues.release(caller)
+        _leave(queues, caller)
+
+
+def _leave(queues: Queues, caller: QueueCaller) -> None:
+    """The caller's line is gone or their time here is over (once, whichever comes first:
+    the call's end hook or the service's end). A callback keeps the caller's place once their
+    line is gone (only then can it be offered: the agent's phone rings first, and the customer
+    must not still be on the line); anyone else leaves the line (counted abandoned if still
+    in it)."""
+    if caller.left:
+        return
+    caller.left = True
+    if caller.callback_number is not None and caller.connected_to is None:
+        queues.set_callback(caller, caller.callback_number)
+    else:
+        queues.release(caller)
 
 
 async def _admit(queues: Queues, caller: QueueCaller) -> None:

@@ -175,7 +175,8 @@ class Pbx:
         self.recordings = Recordings(config.storage.recordings, config.recording.format)
         self.app.recordings = self.recordings
         self.caller_lookup = CallerLookup(self.engine, config.dialplan.region)
-        self.events = EventHub(self.caller_lookup.match, self._create_lead)
+        self.events = EventHub(self.caller_lookup.match,
+                               self._create_lead if config.crm.create_leads else None)
         self.records.hub = self.events
         # The recording quota gates new recordings; retention runs hourly.
         self.governance = RecordingGovernance(
@@ -331,7 +332,6 @@ class Pbx:
             self.scheduling.close()
         await self.reminders.stop()
         await self.governance.stop()
-        self.events.close()
         for call in list(self.app.calls.calls.values()):
             self.app.calls.hangup(call, "PBX shutting down")
         self.app.calls.local.hangup_all("PBX shutting down")
@@ -343,6 +343,7 @@ class Pbx:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.records.flush()
+        self.events.close()  # after the last calls: their look-ups may still be asked for
         self.app.playback.close()
         await asyncio.wrap_future(self.recordings.close())
         self.recordings.shutdown()

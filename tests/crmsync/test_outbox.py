@@ -151,7 +151,8 @@ def test_each_event_is_written_once_with_the_call_as_it_was(engine: Engine) -> N
     assert {key for key, hook in deliveries if hook == "bi"} == {
         key for key in events if key.endswith((":call.ended", ":call.missed"))
     }
-    assert not any(hook == "off" for _key, hook in deliveries)
+    # A disabled webhook's deliveries are stored too: they wait until it is enabled again.
+    assert {key for key, hook in deliveries if hook == "off"} == set(events)
 
 
 def test_without_webhooks_nothing_goes_to_the_outbox(engine: Engine) -> None:
@@ -159,12 +160,14 @@ def test_without_webhooks_nothing_goes_to_the_outbox(engine: Engine) -> None:
     folder.add(_started("c1"))
     folder.add(_ended("c1", "no_answer", 5.0))
     _apply(engine, folder)
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Call)) == 1
+    assert _outbox(engine) == {}
+    # A disabled webhook still gets its events stored, to be sent once it is back.
     folder.set_webhooks([_hook("off", enabled=False)])
     folder.add(_started("c2"))
     _apply(engine, folder)
-    with Session(engine) as s:
-        assert s.scalar(select(func.count()).select_from(Call)) == 2
-    assert _outbox(engine) == {}
+    assert set(_outbox(engine)) == {"c2:call.started"}
 
 
 def test_a_failed_batch_commits_neither_calls_nor_events(tmp_path: Path) -> None:
@@ -401,3 +404,16 @@ def test_the_migration_keeps_tables_an_older_start_made(tmp_path: Path) -> None:
     schema.upgrade(engine)
     assert schema.current(engine) == schema.head()
     assert len(OutboxStore(engine).deliveries()) == 2
+
+
+def test_the_pbx_answering_is_not_an_answered_event(engine: Engine) -> None:
+    """An IVR or a queue answers the caller first: call.answered waits for a person."""
+    folder = CallRecordFolder()
+    folder.set_webhooks([_hook("crm")])
+    folder.add(_started("c1"))
+    folder.add(CallAnswered("c1", T0 + timedelta(seconds=1), None, 1.0))
+    _apply(engine, folder)
+    assert set(_outbox(engine)) == {"c1:call.started"}
+    folder.add(CallAnswered("c1", T0 + timedelta(seconds=30), "bob", 30.0))
+    _apply(engine, folder)
+    assert _outbox(engine)["c1:call.answered"]["call"]["answered_by"] == "bob"
