@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from pbx.api_base import ERRORS, AuthCaller, Error
+from pbx.api_base import ERRORS, AuthCaller, Caller, Error
 from pbx.crmcontrol import CrmControl, CrmRequestError, RecordKind
 
 __all__ = [
@@ -158,6 +158,22 @@ Limit = Annotated[int, Query(ge=1, le=500, description="At most this many record
 RecordId = Annotated[str, Path(max_length=64)]
 
 
+async def _owner_allowed(caller: Caller, body: ContactCreate, crm: CrmControl | None = None,
+                         kind: RecordKind = "contact", record_id: str | None = None) -> None:
+    """The owner decides whose queue calls a customer's calls become (assignment rules): an
+    agent's key may own a record nobody else owns, or give up its own, nothing more."""
+    if caller.supervises or "owner" not in body.model_fields_set:
+        return
+    allowed = body.owner in (None, caller.user)
+    if allowed and crm is not None and record_id is not None:
+        current = await answer(crm.get_record(kind, record_id))
+        allowed = getattr(current, "owner", None) in (None, caller.user)
+    if not allowed:
+        raise HTTPException(403, f'key "{caller.key_name}" (role {caller.role}) may not give '
+                                 "a record to someone else or take it from its owner; that "
+                                 "needs a supervisor or admin key")
+
+
 async def _create(crm: CrmControl, kind: RecordKind, body: ContactCreate, request: Request,
                   response: Response) -> object:
     record = await answer(crm.create_record(kind, _values(body, given_only=False)))
@@ -170,6 +186,7 @@ async def _create(crm: CrmControl, kind: RecordKind, body: ContactCreate, reques
 async def create_contact(body: ContactCreate, caller: AuthCaller, crm: Crm, request: Request,
                          response: Response) -> Contact:
     """The new contact, with its numbers in E.164; 422 names a number that is not one."""
+    await _owner_allowed(caller, body)
     return Contact.model_validate(await _create(crm, "contact", body, request, response))
 
 
@@ -194,6 +211,7 @@ async def get_contact(contact_id: RecordId, caller: AuthCaller, crm: Crm) -> Con
 async def update_contact(contact_id: RecordId, body: ContactUpdate, caller: AuthCaller,
                          crm: Crm) -> Contact:
     """Change the fields given; ``phones`` replaces the contact's numbers."""
+    await _owner_allowed(caller, body, crm, "contact", contact_id)
     record = await answer(crm.update_record("contact", contact_id,
                                             _values(body, given_only=True)))
     return Contact.model_validate(record)
@@ -203,6 +221,7 @@ async def update_contact(contact_id: RecordId, body: ContactUpdate, caller: Auth
 async def create_lead(body: LeadCreate, caller: AuthCaller, crm: Crm, request: Request,
                       response: Response) -> Lead:
     """The new lead (status ``new`` unless given); 422 names a number that is not one."""
+    await _owner_allowed(caller, body)
     return Lead.model_validate(await _create(crm, "lead", body, request, response))
 
 
@@ -224,5 +243,6 @@ async def get_lead(lead_id: RecordId, caller: AuthCaller, crm: Crm) -> Lead:
 async def update_lead(lead_id: RecordId, body: LeadUpdate, caller: AuthCaller,
                       crm: Crm) -> Lead:
     """Change the fields given; ``phones`` replaces the lead's numbers."""
+    await _owner_allowed(caller, body, crm, "lead", lead_id)
     record = await answer(crm.update_record("lead", lead_id, _values(body, given_only=True)))
     return Lead.model_validate(record)

@@ -16,11 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 logger = logging.getLogger(__name__)
 
 Job = Callable[[Session], None]
+#: How long a batch is kept and retried while the database is unavailable.
+RETRY_FOR = 600.0
 
 
 def open_engine(url: str) -> Engine:
@@ -102,17 +105,55 @@ class WriteBehind:
             self._apply(batch)
 
     def _apply(self, batch: list[Job]) -> None:
-        try:
-            with Session(self._engine) as s, s.begin():
-                for job in batch:
-                    job(s)
-        except Exception:
-            # One bad job must not lose the others: retry them one by one.
-            logger.exception("database batch failed; retrying %d jobs one by one", len(batch))
-            for job in batch:
-                try:
-                    with Session(self._engine) as s, s.begin():
+        delay = 0.1
+        waited = 0.0
+        while True:
+            try:
+                with Session(self._engine) as s, s.begin():
+                    for job in batch:
                         job(s)
-                except Exception:
-                    self.failed_jobs += 1
-                    logger.exception("database job failed")
+                if waited:
+                    logger.warning("database back after %.1f s; %d jobs written", waited,
+                                   len(batch))
+                return
+            except (OperationalError, InterfaceError) as exc:
+                if not _transient(exc):
+                    logger.exception("database batch failed; retrying %d jobs one by one",
+                                     len(batch))
+                    break
+                # The database is away (a PostgreSQL restart or fail-over, a locked SQLite
+                # file): keep the batch and try again, rather than lose call records. Jobs
+                # queue up meanwhile; after RETRY_FOR seconds the batch is given up.
+                if waited >= RETRY_FOR:
+                    logger.error("database unavailable for %.0f s; giving up %d jobs: %s",
+                                 waited, len(batch), exc)
+                    break
+                if waited == 0.0:
+                    logger.error("database unavailable, retrying: %s", exc)
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                # One bad job must not lose the others: retry them one by one.
+                logger.exception("database batch failed; retrying %d jobs one by one",
+                                 len(batch))
+                break
+        for job in batch:
+            try:
+                with Session(self._engine) as s, s.begin():
+                    job(s)
+            except Exception:
+                self.failed_jobs += 1
+                logger.exception("database job failed")
+
+
+def _transient(exc: OperationalError | InterfaceError) -> bool:
+    """Whether an error means the database is away for now (a lost or refused connection,
+    a locked file), not that the statement itself is wrong (a missing table)."""
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig if exc.orig is not None else exc).lower()
+    return any(word in text for word in (
+        "locked", "connect", "server closed", "terminating connection", "shutting down",
+        "the database system is", "timeout", "timed out", "broken pipe",
+    ))

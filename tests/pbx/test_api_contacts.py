@@ -66,6 +66,8 @@ async def test_create_find_by_another_form_update_and_read(api: Api, kind: str) 
     both = await api.get(f"/{kind}s", params={"q": "hanako", "number": "0312345678"})
     assert [r["id"] for r in both.json()] == [record_id]
 
+    taken = await patch(api, f"/{kind}s/{record_id}", {"owner": "bob"}, key=ALICE)
+    assert taken.status_code == 403 and "someone else" in taken.json()["error"]
     change: dict[str, Any] = {"last_name": "Suzuki", "owner": None,
                               "phones": [{"number": "+81 6-1111-2222", "label": "osaka"}]}
     if kind == "lead":

@@ -1,0 +1,35 @@
+"""The database writer keeps a batch while the database is away, instead of losing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, MetaData, Table, insert, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from pbx.db import WriteBehind, open_engine
+
+
+def test_a_batch_survives_the_database_being_away_for_a_while(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'pbx.db'}")
+    meta = MetaData()
+    rows = Table("rows", meta, Column("n", Integer, primary_key=True))
+    meta.create_all(engine)
+    outages = [2]
+
+    def job(session: Session) -> None:
+        session.execute(insert(rows).values(n=1))
+        if outages[0]:
+            outages[0] -= 1
+            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    db = WriteBehind(engine)
+    db.submit(job)
+    db.submit(lambda s: s.execute(insert(rows).values(n=2)))
+    assert db.flush(timeout=10.0)
+    db.close()
+    with Session(engine) as s:
+        assert sorted(s.scalars(select(rows.c.n))) == [1, 2]
+    assert db.failed_jobs == 0 and outages == [0]
+    engine.dispose()
