@@ -31,7 +31,7 @@ from media.sdp import (
 from media.transcode import Transcoding, g711_formats, offer_both_g711, rename_format
 from sip.dialog import Dialog, new_call_id, new_tag
 from sip.errors import LocalSipError
-from sip.message import CSeq, Headers, Request, Response
+from sip.message import Headers, Request, Response, cancel_for
 from sip.registrar import Binding
 from sip.transaction import Peer
 from sip.uri import Address, SipUri
@@ -542,16 +542,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         if fork.cancelled:
             return
         fork.cancelled = True
-        inv = fork.invite
-        h = Headers()
-        h.add("Via", inv.headers.get("Via") or "")
-        h.add("Max-Forwards", "70")
-        for name in ("From", "To", "Call-ID"):
-            h.add(name, inv.headers.get(name) or "")
-        h.add("CSeq", str(CSeq(inv.cseq.seq, "CANCEL")))
-        if completed_elsewhere:
-            h.add("Reason", 'SIP;cause=200;text="Call completed elsewhere"')
-        cancel = Request("CANCEL", inv.raw_uri, h)
+        cancel = cancel_for(fork.invite, 'SIP;cause=200;text="Call completed elsewhere"'
+                            if completed_elsewhere else None)
         self.app.layer.send_request(cancel, fork.peer, self.app.now())
 
     def _fail_a(

@@ -24,7 +24,7 @@ from media.local import LocalMedia
 from media.relay import NoPortsError
 from media.sdp import SdpError, SessionDescription, audio_endpoint
 from sip.dialog import Dialog, new_call_id, new_tag
-from sip.message import CSeq, Headers, Request, Response
+from sip.message import Headers, Request, Response, cancel_for
 from sip.transaction import Peer
 from sip.uri import Address, SipUri
 
@@ -254,14 +254,7 @@ class Originator:
             attempt.cancel_pending = True
             return
         attempt.cancel_pending = False
-        inv = attempt.invite
-        h = Headers()
-        h.add("Via", inv.headers.get("Via") or "")
-        h.add("Max-Forwards", "70")
-        for name in ("From", "To", "Call-ID"):
-            h.add(name, inv.headers.get(name) or "")
-        h.add("CSeq", str(CSeq(inv.cseq.seq, "CANCEL")))
-        self.app.layer.send_request(Request("CANCEL", inv.raw_uri, h), attempt.peer,
+        self.app.layer.send_request(cancel_for(attempt.invite), attempt.peer,
                                     self.app.now())
 
 

@@ -366,6 +366,21 @@ class Response(Message):
 # -- parsing ---------------------------------------------------------------------------------
 
 
+def cancel_for(invite: Request, reason: str | None = None) -> Request:
+    """The CANCEL of a client INVITE (RFC 3261 9.1): same Request-URI, Call-ID, To, From and
+    CSeq number with method CANCEL, and only the INVITE's top Via (so it matches the INVITE's
+    transaction downstream); ``reason`` goes in a Reason header (RFC 3326)."""
+    h = Headers()
+    h.add("Via", invite.headers.get("Via") or "")
+    h.add("Max-Forwards", "70")
+    for name in ("From", "To", "Call-ID"):
+        h.add(name, invite.headers.get(name) or "")
+    h.add("CSeq", str(CSeq(invite.cseq.seq, "CANCEL")))
+    if reason is not None:
+        h.add("Reason", reason)
+    return Request("CANCEL", invite.raw_uri, h)
+
+
 def parse(data: bytes, *, stream: bool = False) -> Request | Response:
     """Parse one complete SIP message.
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sip.errors import ParseError
-from sip.message import Request, Response, parse
+from sip.message import Request, Response, cancel_for, parse
 from sip.uri import Address, SipUri
 
 TORTURE = Path(__file__).resolve().parents[1] / "fixtures" / "rfc4475"
@@ -211,3 +211,22 @@ def test_mutated_valid_messages_never_crash(data: st.DataObject) -> None:
     except ParseError:
         return
     bytes(msg)  # whatever parsed can be serialised
+
+
+def test_cancel_for_an_invite_matches_its_transaction() -> None:
+    invite = parse(
+        b"INVITE sip:bob@10.0.0.2:5062 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc\r\n"
+        b"Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKdef\r\n"
+        b"Max-Forwards: 69\r\nFrom: <sip:alice@pbx.test>;tag=1\r\nTo: <sip:bob@pbx.test>\r\n"
+        b"Call-ID: c1@pbx\r\nCSeq: 7 INVITE\r\nContact: <sip:pbx@10.0.0.1>\r\n"
+        b"Content-Length: 0\r\n\r\n")
+    assert isinstance(invite, Request)
+    cancel = cancel_for(invite, 'SIP;cause=200;text="Call completed elsewhere"')
+    # RFC 3261 9.1: only the top Via, the same Request-URI, Call-ID, From, To and CSeq number.
+    assert cancel.method == "CANCEL" and str(cancel.raw_uri) == "sip:bob@10.0.0.2:5062"
+    assert cancel.headers.get_all("Via") == ["SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc"]
+    assert (cancel.cseq.seq, cancel.cseq.method) == (7, "CANCEL")
+    assert cancel.call_id == "c1@pbx" and cancel.headers.get("To") == "<sip:bob@pbx.test>"
+    assert cancel.headers.get("Reason") == 'SIP;cause=200;text="Call completed elsewhere"'
+    assert cancel_for(invite).headers.get("Reason") is None
