@@ -45,12 +45,9 @@ from .acd import (
 )
 from .callstate import Call, Fork, Outsider, RingStep
 from .queueviews import (
-    AgentView,
     CallerRecord,
     QueueControlError,
     QueueNotFound,
-    QueueView,
-    WaitingCall,
 )
 from .records import CallQueued
 from .routing import route_target
@@ -708,7 +705,7 @@ class Queues:
 
     # -- supervisor actions -------------------------------------------------------------------
     def pick(self, name: str, call_id: str, agent: str) -> None:
-        state = self._state(name)
+        state = self.state(name)
         if not state.has(call_id):
             raise QueueNotFound(f"call {call_id} is not waiting in queue {name}")
         if agent not in self.agents or not any(a.user_id == agent for a in state.members):
@@ -727,8 +724,8 @@ class Queues:
         self.app.flush()
 
     def move(self, name: str, call_id: str, to_queue: str) -> None:
-        state = self._state(name)
-        target = self._state(to_queue)
+        state = self.state(name)
+        target = self.state(to_queue)
         if not state.has(call_id):
             raise QueueNotFound(f"call {call_id} is not waiting in queue {name}")
         if to_queue == name:
@@ -751,56 +748,12 @@ class Queues:
         caller.wake.set()
         self.kick()
 
-    def _state(self, name: str) -> QueueState:
+    def state(self, name: str) -> QueueState:
+        """The queue called ``name``; :class:`QueueNotFound` if there is none."""
         state = self.states.get(name)
         if state is None:
             raise QueueNotFound(f"no queue {name!r}")
         return state
-
-    # -- views ----------------------------------------------------------------------------------
-    def view(self, name: str, *, reset: bool = False) -> QueueView:
-        state = self._state(name)
-        now = self.app.now()
-        params = state.params
-        return QueueView(name, params.strategy, params.max_callers, params.max_wait,
-                         state.live(now), state.interval(now, reset=reset))
-
-    def waiting_calls(self, name: str) -> list[WaitingCall]:
-        state = self._state(name)
-        now = self.app.now()
-        out = []
-        for view in state.waiting(now):
-            caller = self.callers.get(view.call_id)
-            crm = caller.crm if caller is not None else None
-            out.append(WaitingCall(
-                call_id=view.call_id, queue=name, position=view.position,
-                caller_number=view.caller,
-                caller_name=caller.caller_name if caller is not None else "",
-                crm_kind=crm.kind if crm else None, crm_id=crm.record_id if crm else None,
-                crm_name=crm.name if crm else None, crm_owner=crm.owner if crm else None,
-                waited=round(view.waited, 3), callback=view.callback,
-                callback_number=caller.callback_number if caller is not None else None,
-                offered_to=view.offered_to, rule=view.rule,
-            ))
-        return out
-
-    def agent_view(self, user_id: str) -> AgentView:
-        agent = self.agents.get(user_id)
-        user = self.app.config.user_by_id(user_id)
-        if agent is None or user is None:
-            raise QueueNotFound(f"no agent {user_id!r}")
-        now = self.app.now()
-        return AgentView(
-            user_id=user_id, name=user.name, extension=user.extension,
-            state=agent.state.value, paused_reason=agent.paused_reason,
-            since=round(now - agent.since, 3), calls_today=agent.calls_today,
-            queues=tuple(self.queues_of(user_id)), registered=bool(self.app.lookup(user_id)),
-        )
-
-    def new_day(self) -> None:
-        for agent in self.agents.values():
-            agent.new_day()
-
 
 class _Observer:
     """What the phones rung for one queue caller did, passed to :class:`Queues`."""
@@ -819,59 +772,6 @@ class _Observer:
 
     def ended(self, call: Call) -> None:
         self._queues.ended(self._caller, call)
-
-
-class QueueControlImpl:
-    """:class:`pbx.queueviews.QueueControl` over :class:`Queues` (the HTTP API's view)."""
-
-    def __init__(self, queues: Queues) -> None:
-        self._q = queues
-
-    def queues(self) -> list[QueueView]:
-        return [self._q.view(name) for name in self._q.states]
-
-    def queue(self, name: str) -> QueueView:
-        return self._q.view(name)
-
-    def waiting(self, name: str) -> list[WaitingCall]:
-        return self._q.waiting_calls(name)
-
-    def pick(self, name: str, call_id: str, agent: str) -> None:
-        self._q.pick(name, call_id, agent)
-
-    def move(self, name: str, call_id: str, to_queue: str) -> None:
-        self._q.move(name, call_id, to_queue)
-
-    def agents(self) -> list[AgentView]:
-        return [self._q.agent_view(uid) for uid in sorted(self._q.agents)
-                if self._q.app.config.user_by_id(uid) is not None]
-
-    def agent(self, user_id: str) -> AgentView:
-        return self._q.agent_view(user_id)
-
-    def login(self, user_id: str) -> AgentView:
-        self._need(user_id)
-        self._q.agent_login(user_id)
-        return self._q.agent_view(user_id)
-
-    def logout(self, user_id: str) -> AgentView:
-        self._need(user_id)
-        self._q.agent_logout(user_id)
-        return self._q.agent_view(user_id)
-
-    def pause(self, user_id: str, reason: str) -> AgentView:
-        self._need(user_id)
-        self._q.agent_pause(user_id, reason)
-        return self._q.agent_view(user_id)
-
-    def unpause(self, user_id: str) -> AgentView:
-        self._need(user_id)
-        self._q.agent_unpause(user_id)
-        return self._q.agent_view(user_id)
-
-    def _need(self, user_id: str) -> None:
-        if self._q.app.config.user_by_id(user_id) is None:
-            raise QueueNotFound(f"no user {user_id!r}")
 
 
 def _params(name: str, qc: QueueConfig) -> QueueParams:

@@ -47,7 +47,8 @@ from .governance import RecordingGovernance
 from .httpserver import HttpServer
 from .presence import Presence
 from .prompts import Prompts, load_resolved, resolve
-from .queues import QueueControlImpl, Queues
+from .queuecontrol import QueueControlImpl
+from .queues import Queues
 from .queuewait import agent_services
 from .recording import Recordings
 from .records import CallEvent
