@@ -37,6 +37,7 @@ from pbx.records import (
     CallAnswered,
     CallEnded,
     CallEvent,
+    CallLeg,
     CallQueued,
     CallStarted,
     CallTransferred,
@@ -80,6 +81,17 @@ class CallRecordFolder:
                 subscribers.setdefault(name, []).append(hook.name)
         # Replaced whole, never changed in place: a job already handed out keeps its own.
         self._subscribers = {name: tuple(hooks) for name, hooks in subscribers.items()}
+
+    def adopt(self, rows: Iterable[Row]) -> None:
+        """Take back rows of calls that were in progress when the PBX stopped (read from the
+        database at start), so that their events replayed from the journal, or their ending
+        by the recovery, apply to the whole row."""
+        for row in rows:
+            self._rows[row["id"]] = dict(row)
+
+    def in_progress(self) -> list[str]:
+        """Ids of calls whose row is not final yet."""
+        return [cid for cid, row in self._rows.items() if row["ended_at"] is None]
 
     def _note(self, name: str, call_id: str, at: datetime, row: Row) -> None:
         # A copy: the row goes on changing, the event keeps the call as it was.
@@ -125,6 +137,8 @@ class CallRecordFolder:
             self._rows[event.call_id] = new_row
             if "call.started" in subscribers:
                 self._note("call.started", event.call_id, event.started_at, new_row)
+        elif isinstance(event, CallLeg):
+            return  # legs are not stored yet
         else:
             row = self._rows.get(event.call_id)
             if row is None:

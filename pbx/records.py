@@ -98,8 +98,41 @@ class RecordingSkipped:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class CallLeg:
+    """One phone or number the call was offered to, and what became of it.
+
+    A ring group's members, a queue's offers, the target of a transfer and each attempt of a
+    callback are legs of the one call record (not records of their own). A leg is emitted when
+    its outcome is known; an answered leg is emitted at the answer with ``ended_at`` None, and
+    again (same ``leg_id``) if it ends before the call does (a transfer); legs still open when
+    the call ends end with it.
+    """
+
+    call_id: str
+    leg_id: str
+    """Unique per leg; a later event with the same id replaces the leg."""
+    kind: str
+    """ring (a user's phones, directly or as a ring-group member) | queue (a queue's offer to
+    an agent) | transfer (the phone a transfer handed the call to) | callback (the PBX dialling
+    a queue caller back) | outside (a number dialled through a trunk)"""
+    user: str | None
+    """The user whose phones rang, if a user's."""
+    number: str | None
+    """The number dialled, for a leg to an outside number."""
+    started_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime | None
+    result: str
+    """answered | no_answer | busy | rejected | cancelled (the caller gave up) | elsewhere
+    (answered on another leg) | failed"""
+    sip_code: int | None = None
+    queue: str | None = None
+
+
 CallEvent = (
     CallStarted | CallAnswered | CallEnded | CallTransferred | CallQueued | RecordingSkipped
+    | CallLeg
 )
 
 
