@@ -93,6 +93,11 @@ class CallRecordFolder:
         """Ids of calls whose row is not final yet."""
         return [cid for cid, row in self._rows.items() if row["ended_at"] is None]
 
+    def row(self, call_id: str) -> Row | None:
+        """A copy of the row of a call not yet final, or None."""
+        row = self._rows.get(call_id)
+        return dict(row) if row is not None else None
+
     def _note(self, name: str, call_id: str, at: datetime, row: Row) -> None:
         # A copy: the row goes on changing, the event keeps the call as it was.
         self._events.append(PendingEvent(name, call_id, at, dict(row)))
