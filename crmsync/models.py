@@ -1,11 +1,13 @@
-"""SQLAlchemy models of the records the PBX keeps: one row per logical call, the CRM's
-contacts and leads with their phone numbers, and the outbox of call events for webhooks with
-its deliveries and their log of attempts.
+"""SQLAlchemy models of the records the PBX keeps: one row per logical call with its legs,
+the CRM's contacts and leads with their phone numbers, and the outbox of call events for
+webhooks with its deliveries and their log of attempts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -19,16 +21,38 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from . import callfields
 
 
 class Base(DeclarativeBase):
     pass
 
 
+def _derived(derive: Callable[[Mapping[str, Any]], object]) -> Callable[
+        [DefaultExecutionContext], object]:
+    """A column default worked out from the other columns of the row being inserted, for a
+    row written without the column (by code that does not know the CRM's fields)."""
+    def default(context: DefaultExecutionContext) -> object:
+        return derive(context.get_current_parameters())  # type: ignore[no-untyped-call]
+    return default
+
+
+def _final_subject(row: Mapping[str, Any]) -> str | None:
+    return callfields.subject(row) if row.get("ended_at") is not None else None
+
+
 class Call(Base):
-    """One logical call, from the first INVITE to the last BYE (times are UTC)."""
+    """One logical call, from the first INVITE to the last BYE (times are UTC).
+
+    The columns from ``subject`` on are those of a CRM's Calls module (:mod:`crmsync.callfields`
+    derives the automatic ones); ``purpose``, ``result``, ``description`` and ``cost`` are
+    written by people (the API) and imports, never by the PBX's call path.
+    """
 
     __tablename__ = "calls"
 
@@ -75,6 +99,61 @@ class Call(Base):
     quota was reached), ``expired`` (deleted by retention), ``erased`` (by an erasure
     request); None otherwise."""
     recording_deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    subject: Mapped[str | None] = mapped_column(String(255), nullable=True,
+                                                default=_derived(_final_subject))
+    """"Inbound call from Ichiro Tanaka" and the like, set when the call ends (None until
+    then) unless someone wrote one first; a subject written through the API stays."""
+    call_type: Mapped[str] = mapped_column(String(16),
+                                           default=_derived(callfields.call_type))
+    """inbound | outbound | missed | internal (missed: inbound or internal, nobody answered)."""
+    status: Mapped[str] = mapped_column(String(16), default=_derived(callfields.call_status))
+    """in_progress | completed."""
+    who_kind: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    """contact | lead: the kind of CRM record ``who_id`` is (None: not linked)."""
+    who_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    """The contact or lead the call is about: matched by the outside party's number (contacts
+    first), or linked through the API."""
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True,
+                                              default=_derived(callfields.call_owner))
+    """User id of the agent the call belongs to (:func:`crmsync.callfields.call_owner`)."""
+    purpose: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Why the call was made or taken (prospecting, support...), as the agent files it."""
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """What came of the call, in the agent's words."""
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """What the call cost; for imports and the CRM to fill (the PBX has no tariffs)."""
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    """1 as the call path writes the record; one more for every later change (a result that
+    came after the end, an annotation through the API): the ``call.updated`` webhook event
+    carries it."""
+
+
+class CallLegRecord(Base):
+    """One phone or number a call was offered to, and what became of it (times are UTC).
+
+    A ring group's members, a queue's offers, the phone a transfer handed the call to and each
+    attempt of a callback are legs of their call (see :class:`pbx.records.CallLeg`).
+    """
+
+    __tablename__ = "call_legs"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    """The leg's id (``CallLeg.leg_id``)."""
+    call_id: Mapped[str] = mapped_column(String(36), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """ring | queue | transfer | callback | outside"""
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The user whose phones rang, if a user's."""
+    number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The number dialled, for a leg to an outside number."""
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    result: Mapped[str] = mapped_column(String(16))
+    """answered | no_answer | busy | rejected | cancelled | elsewhere | failed"""
+    sip_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Contact(Base):
@@ -148,10 +227,12 @@ class OutboxEvent(Base):
 
     id: Mapped[int] = mapped_column(_SERIAL, primary_key=True, autoincrement=True)
     event: Mapped[str] = mapped_column(String(32))
-    """call.started | call.answered | call.ended | call.missed | recording.ready"""
+    """call.started | call.answered | call.ended | call.missed | recording.ready |
+    call.updated"""
     call_id: Mapped[str] = mapped_column(String(36), index=True)
     idempotency_key: Mapped[str] = mapped_column(String(80))
-    """``<call id>:<event>``, the same for every webhook and every attempt."""
+    """``<call id>:<event>`` (``<call id>:call.updated:<revision>``), the same for every
+    webhook and every attempt."""
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
 

@@ -386,3 +386,56 @@ def test_two_pbx_processes_starting_together_migrate_once(
         for e in engines:
             e.dispose()
 
+
+
+def test_records_at_0004_get_the_call_fields_from_what_they_hold(engine: Engine) -> None:
+    """Revision 0005 adds the Calls-module fields: rows already there get their type, status,
+    owner and (ended ones) subject worked out as the record writer does it."""
+    schema.upgrade(engine)
+    schema.downgrade(engine, "0004")
+    assert "call_type" not in _columns(engine, "calls")
+    base = {"sip_call_id": "x", "from_name": "", "started_at": _NOW, "hangup_cause": "",
+            "transfers": 0, "callback_attempts": 0, "legal_hold": False,
+            "ended_at": _NOW, "caller_user": None, "callee_user": None, "answered_by": None,
+            "queue": None, "queue_result": None}
+    rows = {
+        "answered": {"direction": "inbound", "from_number": "+81312345678",
+                     "from_name": "Tanaka", "to_number": "101", "callee_user": "alice",
+                     "answered_by": "bob", "disposition": "answered"},
+        "rang-out": {"direction": "inbound", "from_number": "+81312345678", "to_number": "101",
+                     "callee_user": "alice", "disposition": "no_answer"},
+        # The PBX answered a queue caller who never reached an agent: missed all the same.
+        "abandoned": {"direction": "inbound", "from_number": "", "to_number": "5000",
+                      "disposition": "answered", "queue": "support",
+                      "queue_result": "abandoned"},
+        "outbound": {"direction": "outbound", "from_number": "102", "to_number": "0312345678",
+                     "caller_user": "bob", "disposition": "busy"},
+        "internal": {"direction": "internal", "from_number": "101", "to_number": "102",
+                     "caller_user": "alice", "callee_user": "bob", "answered_by": "bob",
+                     "disposition": "answered"},
+        "ringing": {"direction": "inbound", "from_number": "+81312345678", "to_number": "101",
+                    "callee_user": "alice", "disposition": "in_progress", "ended_at": None},
+    }
+    with engine.begin() as conn:
+        for name, fields in rows.items():
+            values = {**base, **fields, "id": name}
+            columns = ", ".join(values)
+            conn.execute(text(f"INSERT INTO calls ({columns}) VALUES "
+                              f"({', '.join(':' + key for key in values)})"), values)
+    schema.upgrade(engine)
+    _assert_matches_models(engine)
+    with engine.connect() as conn:
+        got = {r.id: (r.call_type, r.status, r.owner, r.subject, r.revision, r.who_id)
+               for r in conn.execute(select(Call.__table__))}
+    assert got == {
+        "answered": ("inbound", "completed", "bob", "Inbound call from Tanaka", 1, None),
+        "rang-out": ("missed", "completed", "alice", "Missed call from +81312345678", 1, None),
+        "abandoned": ("missed", "completed", None, "Missed call from an unknown caller", 1,
+                      None),
+        "outbound": ("outbound", "completed", "bob", "Outbound call to 0312345678", 1, None),
+        "internal": ("internal", "completed", "bob", "Internal call 101 → 102", 1, None),
+        # Its subject comes when it ends.
+        "ringing": ("inbound", "in_progress", "alice", None, 1, None),
+    }
+    assert "ix_calls_owner" in {i["name"] for i in inspect(engine).get_indexes("calls")}
+    assert "call_legs" in inspect(engine).get_table_names()
