@@ -259,3 +259,26 @@ def read_recording(path: Path | str) -> tuple[NDArray[np.int16], int]:
     if not blocks:
         return np.zeros((0, 2), dtype=np.int16), rate
     return np.concatenate(blocks), rate
+
+
+def repair_recording(path: Path | str) -> float:
+    """Make a recording whose writer was killed whole again; returns its length in seconds.
+
+    A WAV's header covers what was written up to the writer's last flush (once a second); the
+    audio after it is on disk too, so the header is made to cover all of it. A FLAC needs no
+    repair (it is read up to its last complete frame). Raises :class:`RecordingError` if the
+    file cannot be read at all.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".wav":
+            offset = _find_wav_data(path)
+            if offset is None:
+                raise RecordingError(path, "not a WAV file with a data chunk")
+            _patch_wav_sizes(path, offset, path.stat().st_size - offset - 8)
+            info = sf.info(str(path))
+            return float(info.frames) / float(info.samplerate)
+    except (sf.SoundFileError, RuntimeError, OSError, struct.error) as exc:
+        raise RecordingError(path, f"cannot repair recording: {exc}") from exc
+    frames, rate = read_recording(path)
+    return len(frames) / rate

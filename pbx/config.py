@@ -245,8 +245,8 @@ def _outbound_address(version: int) -> str:
 
 
 RESTART_KEYS: tuple[str, ...] = (
-    "sip.listen", "media.rtp_ports", "media.shared_port", "storage.database", "http.listen",
-    "http.enabled",
+    "sip.listen", "media.rtp_ports", "media.shared_port", "storage.database",
+    "storage.journal", "http.listen", "http.enabled",
 )
 """Keys a reload cannot change: sockets, the port pool and the database stay as started."""
 
@@ -254,8 +254,8 @@ RESTART_KEYS: tuple[str, ...] = (
 def merge_reload(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]:
     """The configuration a reload applies, and the restart-only keys it had to keep.
 
-    Returns ``new`` with ``sip.listen``, ``media.rtp_ports`` and ``storage.database`` taken from
-    ``running``, plus the dotted names of those that differ (to log as needing a restart).
+    Returns ``new`` with the keys of :data:`RESTART_KEYS` taken from ``running``, plus the
+    dotted names of those that differ (to log as needing a restart).
     """
     kept = tuple(
         key
@@ -264,6 +264,7 @@ def merge_reload(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]
             ("media.rtp_ports", running.media.rtp_ports, new.media.rtp_ports),
             ("media.shared_port", running.media.shared_port, new.media.shared_port),
             ("storage.database", running.storage.database, new.storage.database),
+            ("storage.journal", running.storage.journal, new.storage.journal),
             ("http.listen", running.http.listen, new.http.listen),
             ("http.enabled", running.http.enabled, new.http.enabled),
         )
@@ -278,7 +279,8 @@ def merge_reload(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]
             "sip": new.sip.model_copy(update={"listen": running.sip.listen}),
             "media": new.media.model_copy(update={"rtp_ports": running.media.rtp_ports,
                                                   "shared_port": running.media.shared_port}),
-            "storage": new.storage.model_copy(update={"database": running.storage.database}),
+            "storage": new.storage.model_copy(update={"database": running.storage.database,
+                                                      "journal": running.storage.journal}),
             "http": new.http.model_copy(update={"listen": running.http.listen,
                                                 "enabled": running.http.enabled}),
         }

@@ -313,6 +313,9 @@ class StorageSection(BaseModel):
     recordings: Path = Path("/var/lib/pbx/recordings")
     cache: Path | None = None
     """Where fetched and spoken prompts are kept; ``prompt-cache`` next to ``recordings``."""
+    journal: Path | None = None
+    """The call-record journal (what a killed PBX had not yet written to the database);
+    ``journal`` next to ``recordings``. One per PBX node."""
 
     @field_validator("database")
     @classmethod
@@ -339,13 +342,13 @@ class StorageSection(BaseModel):
             path = Path(os.path.normpath(base / path))
         return path
 
-    @field_validator("cache", mode="before")
+    @field_validator("cache", "journal", mode="before")
     @classmethod
     def _check_cache(cls, value: object, info: ValidationInfo) -> object:
         if not isinstance(value, str | Path):
             return value
         if not str(value).strip():
-            raise ValueError("cache must name a directory")
+            raise ValueError(f"{info.field_name} must name a directory")
         return cls._check_recordings(value, info)
 
     @property
@@ -354,6 +357,13 @@ class StorageSection(BaseModel):
         if self.cache is not None:
             return self.cache
         return self.recordings.parent / "prompt-cache"
+
+    @property
+    def journal_dir(self) -> Path:
+        """``journal``, or ``journal`` beside the recordings directory."""
+        if self.journal is not None:
+            return self.journal
+        return self.recordings.parent / "journal"
 
 
 _LEVELS = ("debug", "info", "warning", "error")

@@ -27,14 +27,19 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from media.callrecording import RATE, RecordingMixer
-from media.recorder import RecordingFormat, StereoRecorder
+from media.recorder import (
+    RecordingError,
+    RecordingFormat,
+    StereoRecorder,
+    repair_recording,
+)
 from media.udp import RelayHandle
 
 logger = logging.getLogger(__name__)
@@ -155,6 +160,25 @@ class Recordings:
         seconds = rec.mixer.written / RATE
         self._writer.submit(_finish, rec.recorder, left, right)
         return str(rec.path), seconds
+
+    def recover(self, call_id: str, started: datetime,
+                until: datetime) -> tuple[str, float] | None:
+        """The recording a killed PBX left of ``call_id`` (recorded from some time between
+        ``started`` and ``until``, UTC), made whole again: its path and length, or None.
+        Blocking: for the start-up, before calls are taken."""
+        day = started.replace(tzinfo=UTC).date()
+        last = until.replace(tzinfo=UTC).date()
+        while day <= last:
+            for fmt in (self.format, "wav", "flac"):
+                path = self.directory / f"{day:%Y/%m/%d}" / f"{call_id}.{fmt}"
+                if path.is_file():
+                    try:
+                        return str(path), repair_recording(path)
+                    except RecordingError as exc:
+                        logger.warning("call %s: %s", call_id, exc)
+                        return None
+            day += timedelta(days=1)
+        return None
 
     def close(self) -> Future[None]:
         """Stop every recording; the future is done once all files are finished."""

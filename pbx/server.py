@@ -15,8 +15,11 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import Engine
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from crmsync.contacts import create_lead, normalise
@@ -24,6 +27,7 @@ from crmsync.governance import Governance
 from crmsync.imports import CallImports
 from crmsync.lookup import CallerLookup, Match
 from crmsync.queries import CrmQueries
+from crmsync.recovery import cut_off, load_calls
 from crmsync.scheduled import ReminderLoop, ScheduledCalls
 from crmsync.webhooks import WebhookWorker
 from crmsync.writer import CallRecordFolder
@@ -45,13 +49,14 @@ from .db import WriteBehind, open_engine
 from .events import EventHub
 from .governance import RecordingGovernance
 from .httpserver import HttpServer
+from .journal import RecordJournal, Replay, read_journal
 from .presence import Presence
 from .prompts import Prompts, load_resolved, resolve
 from .queuecontrol import QueueControlImpl
 from .queues import Queues
 from .queuewait import agent_services
 from .recording import Recordings
-from .records import CallEvent
+from .records import CallEvent, CallStarted
 from .registration import RegistrationService
 from .sipapp import SipApp
 from .trunkreg import TrunkRegistrations
@@ -65,10 +70,12 @@ class DbRecordSink:
     ``emit`` never blocks the call path; the server calls ``flush`` every 200 ms.
     """
 
-    def __init__(self, db: WriteBehind, webhooks: WebhookWorker) -> None:
+    def __init__(self, db: WriteBehind, webhooks: WebhookWorker,
+                 journal: RecordJournal | None = None) -> None:
         self._db = db
         # Wakes the worker once a batch with outbox rows is committed (from the writer thread).
         self._folder = CallRecordFolder(on_outbox_commit=webhooks.wake)
+        self.journal = journal
 
     def set_webhooks(self, config: Config) -> None:
         """Which webhooks get the events of calls from now on (start and reload)."""
@@ -78,6 +85,8 @@ class DbRecordSink:
     governance: RecordingGovernance | None = None
 
     def emit(self, event: CallEvent) -> None:
+        if self.journal is not None:
+            self.journal.append(event)  # first: a kill after this loses nothing
         self._folder.add(event)
         if self.hub is not None:
             self.hub.on_record(event)
@@ -85,9 +94,79 @@ class DbRecordSink:
             self.governance.on_record(event)
 
     def flush(self) -> None:
+        journal = self.journal
+        seq = journal.rotate(self._folder.in_progress()) if journal is not None else None
         job = self._folder.flush()
-        if job is not None:
-            self._db.submit(job)
+        if seq is None:
+            if job is not None:
+                self._db.submit(job)
+            return
+        assert journal is not None
+        if job is None:
+            journal.committed(seq)  # its events changed no row
+            return
+
+        def journaled(session: Session) -> None:
+            job(session)
+            # The segment's events are in this transaction: once it commits they need no
+            # replay (a batch that fails keeps the segment for the next start).
+            sa_event.listen(session, "after_commit", lambda _s: journal.committed(seq),
+                            once=True)
+
+        self._db.submit(journaled)
+
+    async def recover(self, engine: Engine, recordings: Recordings) -> int:
+        """Replay what a killed PBX left in the journal, end the calls it cut off (with their
+        recordings), commit, then start a new journal. Returns the calls ended."""
+        journal = self.journal
+        assert journal is not None
+        replay = await asyncio.to_thread(read_journal, journal.directory)
+        ended = 0
+        if replay.segments:
+            ended = await asyncio.to_thread(self._replay, replay, engine, recordings)
+            await asyncio.to_thread(self._db.flush, 60.0)
+            logger.warning(
+                "the PBX had stopped without writing everything: %d call-record events "
+                "replayed from %d journal segments (%d damaged frames), %d cut-off calls "
+                "ended", len(replay.events), len(replay.segments), replay.damaged, ended)
+        journal.open(())
+        return ended
+
+    def _replay(self, replay: Replay, engine: Engine, recordings: Recordings) -> int:
+        """(A thread.) Fold the journal's events over the committed rows, end the open calls
+        and hand the result to the writer; the segments go once it is committed."""
+        ids = set(replay.open_calls)
+        ids.update(event.call_id for event in replay.events)
+        rows = load_calls(engine, ids)
+        folder = self._folder
+        folder.adopt(row for row in rows.values() if row["ended_at"] is None)
+        for event in replay.events:
+            if isinstance(event, CallStarted) and event.call_id in rows:
+                continue  # committed already; later events apply to that row
+            folder.add(event)
+        at = datetime.fromtimestamp(replay.last_written or time.time(), UTC).replace(
+            tzinfo=None)
+        ended = 0
+        for call_id in folder.in_progress():
+            row = folder.row(call_id)
+            assert row is not None
+            found = recordings.recover(call_id, row["started_at"], max(at, row["started_at"])) \
+                if row["answered_at"] is not None else None
+            folder.add(cut_off(row, at, found))
+            ended += 1
+        job = folder.flush()
+        journal = self.journal
+        assert journal is not None
+        segments = replay.segments
+
+        def replayed(session: Session) -> None:
+            if job is not None:
+                job(session)
+            sa_event.listen(session, "after_commit", lambda _s: journal.discard(segments),
+                            once=True)
+
+        self._db.submit(replayed)
+        return ended
 
 
 def run(config: Config, config_path: Path, pidfile: Path | None) -> int:
@@ -152,8 +231,12 @@ class Pbx:
         )
         bind_host = sip.listen[0].host
         self.webhooks = WebhookWorker(self.engine, config.crm.webhooks, config.crm.retry)
-        self.records = DbRecordSink(self.db, self.webhooks)
+        self.records = DbRecordSink(self.db, self.webhooks, self._journal(config))
         self.records.set_webhooks(config)
+        self.recordings = Recordings(config.storage.recordings, config.recording.format)
+        if self.records.journal is not None:
+            # Before anything can start a call: what a killed PBX left is finished first.
+            await self.records.recover(self.engine, self.recordings)
         self.app = SipApp(
             config, self.layer, self.relay, self.records, registration, self.auth,
             self.transport.flush, self.transport.local_address, self.media_address,
@@ -173,7 +256,6 @@ class Pbx:
         self.prompts: Prompts = prompts
         self.app.prompts = prompts
         self.app.hold_music = lambda: self.prompts.hold_music()
-        self.recordings = Recordings(config.storage.recordings, config.recording.format)
         self.app.recordings = self.recordings
         self.caller_lookup = CallerLookup(self.engine, config.dialplan.region)
         self.events = EventHub(self.caller_lookup.match,
@@ -230,6 +312,15 @@ class Pbx:
         gc.freeze()
         gc.set_threshold(10_000, 50, 1_000)
 
+    @staticmethod
+    def _journal(config: Config) -> RecordJournal | None:
+        try:
+            return RecordJournal(config.storage.journal_dir)
+        except OSError as exc:
+            logger.error("no call-record journal (%s): a killed PBX would lose the records of "
+                         "its last moments and of the calls it had open", exc)
+            return None
+
     async def _tick(self) -> None:
         """Once a second: expire registrations (the registrar is pure, this is its clock) and
         end calls whose media stopped."""
@@ -237,6 +328,8 @@ class Pbx:
             await asyncio.sleep(1.0)
             try:
                 self.app.registration.expire(time.time())
+                if self.records.journal is not None:
+                    self.records.journal.touch()
                 self._save_bindings()
                 self.transport.close_stalled()
                 self.recordings.tick(asyncio.get_running_loop().time())
@@ -352,6 +445,8 @@ class Pbx:
         await self.relay.close()
         self._save_bindings()
         await asyncio.to_thread(self.db.flush)
+        if self.records.journal is not None:
+            self.records.journal.close()
         await self.webhooks.stop()  # what it could not send stays pending for the next start
         self.db.close()
         self.engine.dispose()

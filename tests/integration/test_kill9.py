@@ -1,0 +1,131 @@
+"""A ``kill -9`` of the PBX in the middle of 100 calls, then a restart: every call still has one
+final record (the calls cut off end "PBX restarted", with the recording that was on disk), and
+the CRM's webhook gets every call's events, once per idempotency key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from pbx.journal import read_journal
+from pbx.records import CallEnded
+from tests.crmsync.test_webhooks import Receiver
+from tests.integration.db import rows
+from tests.integration.pbx_process import USERS, run_pbx
+from tests.integration.test_sipp_calls import SIPP_AUTH
+from tests.peers.sipp import SippRun, registered_callee, start_sipp
+
+pytestmark = pytest.mark.integration
+
+CALLS = 100
+
+
+def _count(db: Path, sql: str) -> int:
+    try:
+        return int(rows(db, sql)[0]["n"])
+    except sqlite3.OperationalError:
+        return -1
+
+
+async def _until(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(240)
+async def test_kill_9_in_the_middle_of_100_calls_loses_no_record_event_or_recording(
+        tmp_path: Path) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    top = (f"crm:\n  webhooks:\n    - {{name: crm, url: \"{receiver.url}\", "
+           f"secret: webhook-secret-0123456789}}\n  retry: {{first_delay: 0.2s}}\n"
+           "recording:\n  enabled: true\n")
+    a_ext, a_pw, _ = USERS["alice"]
+    b_ext, b_pw, _ = USERS["bob"]
+    db = tmp_path / "pbx.db"
+    try:
+        with run_pbx(tmp_path, SIPP_AUTH, extra_top=top) as pbx:
+            async with registered_callee(pbx.address, b_ext, b_pw, calls=CALLS, timeout=120,
+                                         domain=pbx.address):
+                caller = await start_sipp(SippRun(
+                    "uac_call_auth.xml", pbx.address, users=[(a_ext, a_pw)], service=b_ext,
+                    keys={"domain": pbx.address}, calls=CALLS, rate=50, limit=CALLS,
+                    duration_ms=3000, timeout=120, trace_msg=False))
+                try:
+                    # Every call has begun; then calls are ending fast (about 50 a second)
+                    # when the PBX is killed: some ends are only in memory and the journal.
+                    await _until(lambda: _count(db, "SELECT count(*) AS n FROM calls "
+                                                    "WHERE answered_at IS NOT NULL") >= CALLS,
+                                 60, "all calls answered")
+                    await _until(lambda: _count(db, "SELECT count(*) AS n FROM calls "
+                                                    "WHERE ended_at IS NOT NULL") >= 30,
+                                 60, "the first calls to end")
+                    pbx.proc.send_signal(signal.SIGKILL)
+                    pbx.proc.wait(10)
+                finally:
+                    await caller.stop()
+        left = read_journal(tmp_path / "journal")
+        before = {r["id"]: r for r in rows(db, "SELECT * FROM calls")}
+        assert len(before) == CALLS
+        open_before = {cid for cid, r in before.items() if r["ended_at"] is None}
+        assert open_before, "the kill came after every call had ended"
+        # The journal holds what the database did not: the calls open at the kill, at least,
+        # and the ends of those that ended in the last moments (not yet in the database).
+        assert open_before <= left.open_calls | {e.call_id for e in left.events}
+        ended_in_journal = {e.call_id for e in left.events if isinstance(e, CallEnded)}
+        cut_off = open_before - ended_in_journal
+        assert cut_off, "the kill came after every call had ended"
+
+        receiver.requests.clear()
+        with run_pbx(tmp_path, SIPP_AUTH, extra_top=top) as again:
+            assert "cut-off calls ended" in again.log_text()
+            await _until(lambda: _count(db, "SELECT count(*) AS n FROM calls "
+                                            "WHERE ended_at IS NULL") == 0, 10, "recovery")
+            await _until(lambda: _count(db, "SELECT count(*) AS n FROM webhook_deliveries "
+                                            "WHERE status != 'delivered'") == 0, 30,
+                         "every webhook delivery")
+        after = {r["id"]: r for r in rows(db, "SELECT * FROM calls")}
+        assert set(after) == set(before)
+        for cid, row in after.items():
+            assert row["disposition"] == "answered", row
+            assert row["answered_by"] == "bob"
+            if cid in cut_off:
+                assert row["hangup_cause"] == "PBX restarted" and row["hangup_by"] == "system"
+            else:
+                assert row["hangup_cause"] != "PBX restarted"
+            # Every answered call has its recording, the cut-off ones included.
+            assert row["recording_path"], row
+            path = Path(row["recording_path"])
+            assert path.is_file()
+            info = sf.info(str(path))
+            assert abs(info.frames / info.samplerate - row["recording_seconds"]) < 0.05
+        cut = [after[cid] for cid in cut_off]
+        assert any(r["recording_seconds"] > 0.5 for r in cut)
+        # Nothing left to replay, and every event of every call is in the outbox, delivered.
+        assert read_journal(tmp_path / "journal").events == ()
+        outbox = rows(db, "SELECT event, call_id FROM outbox")
+        kinds = Counter(r["event"] for r in outbox)
+        for name in ("call.started", "call.answered", "call.ended", "recording.ready"):
+            assert kinds[name] == CALLS, kinds
+        # What the receiver got (before the kill, and after the restart) covers every call's
+        # end; each idempotency key stands for exactly one event of one call.
+        ended = {json.loads(r.body)["call"]["id"] for r in receiver.requests
+                 if json.loads(r.body)["event"] == "call.ended"}
+        assert open_before <= ended
+        print(f"{len(open_before)} calls open in the database at the kill, "
+              f"{len(ended_in_journal & open_before)} of them ended in the journal only")
+    finally:
+        await receiver.close()

@@ -1,0 +1,112 @@
+"""The call-record journal: what a killed PBX had not written is read back whole, a write cut
+short by the kill ends its segment, and committed segments go."""
+
+from __future__ import annotations
+
+import os
+import struct
+from datetime import datetime
+from pathlib import Path
+
+from pbx.journal import RecordJournal, read_journal
+from pbx.records import CallAnswered, CallEnded, CallLeg, CallStarted
+
+T0 = datetime(2026, 11, 21, 9, 0, 0)
+
+
+def _started(cid: str) -> CallStarted:
+    return CallStarted(cid, f"sip-{cid}", "inbound", "+815012345678", "Caller", "100", None,
+                       "bob", T0)
+
+
+def test_events_come_back_in_order_with_the_calls_open_at_the_oldest_segment(
+        tmp_path: Path) -> None:
+    journal = RecordJournal(tmp_path)
+    journal.open(["old-1", "old-2"])
+    journal.append(_started("a"))
+    journal.append(CallAnswered("a", T0, "bob", 1.5))
+    seq = journal.rotate(["old-1", "old-2", "a"])
+    assert seq == 1
+    journal.append(CallEnded("a", T0, "answered", "caller hung up", "caller", 200, 4.0, 1.5,
+                             "/r/a.wav", 4.0, "12#"))
+    journal.append(CallLeg("a", "a:1", "ring", "bob", None, T0, T0, None, "answered"))
+    replay = read_journal(tmp_path)
+    assert replay.open_calls == {"old-1", "old-2"}
+    assert [type(e).__name__ for e in replay.events] == [
+        "CallStarted", "CallAnswered", "CallEnded", "CallLeg"]
+    assert replay.events[2] == CallEnded("a", T0, "answered", "caller hung up", "caller", 200,
+                                         4.0, 1.5, "/r/a.wav", 4.0, "12#")
+    assert replay.segments == (1, 2) and replay.damaged == 0
+    assert replay.last_written is not None
+
+
+def test_a_committed_segment_is_deleted_and_the_rest_still_replays(tmp_path: Path) -> None:
+    journal = RecordJournal(tmp_path)
+    journal.open([])
+    journal.append(_started("a"))
+    seq = journal.rotate(["a"])
+    assert seq is not None
+    journal.append(_started("b"))
+    journal.committed(seq)
+    replay = read_journal(tmp_path)
+    # The oldest segment left begins with the calls open then: "a" is still known as open.
+    assert replay.open_calls == {"a"}
+    assert [e.call_id for e in replay.events] == ["b"]
+
+
+def test_nothing_written_nothing_rotated_and_a_clean_close_leaves_no_segment(
+        tmp_path: Path) -> None:
+    journal = RecordJournal(tmp_path)
+    journal.open([])
+    assert journal.rotate([]) is None
+    journal.close()
+    assert list(tmp_path.iterdir()) == []
+    assert read_journal(tmp_path).segments == ()
+
+
+def test_a_frame_cut_short_by_the_kill_ends_its_segment(tmp_path: Path) -> None:
+    journal = RecordJournal(tmp_path)
+    journal.open([])
+    journal.append(_started("a"))
+    journal.append(_started("b"))
+    path = next(tmp_path.iterdir())
+    data = path.read_bytes()
+    path.write_bytes(data[:-5])  # the kill landed in the middle of the last write
+    replay = read_journal(tmp_path)
+    assert [e.call_id for e in replay.events] == ["a"]
+    assert replay.damaged == 1
+
+
+def test_a_damaged_frame_is_counted_not_trusted(tmp_path: Path) -> None:
+    journal = RecordJournal(tmp_path)
+    journal.open([])
+    journal.append(_started("a"))
+    path = next(tmp_path.iterdir())
+    with path.open("ab") as f:
+        f.write(struct.pack("<II", 4, 12345) + b"junk")
+    replay = read_journal(tmp_path)
+    assert [e.call_id for e in replay.events] == ["a"] and replay.damaged == 1
+
+
+def test_a_new_journal_continues_after_the_segments_it_finds(tmp_path: Path) -> None:
+    first = RecordJournal(tmp_path)
+    first.open([])
+    first.append(_started("a"))
+    # A kill: no close. The next process replays these, then starts after them.
+    second = RecordJournal(tmp_path)
+    left = read_journal(tmp_path)
+    second.open([])
+    second.discard(left.segments)
+    second.append(_started("b"))
+    replay = read_journal(tmp_path)
+    assert [e.call_id for e in replay.events] == ["b"]
+
+
+def test_a_journal_that_cannot_be_written_does_not_raise(tmp_path: Path) -> None:
+    journal = RecordJournal(tmp_path)
+    journal.open([])
+    assert journal._fd is not None
+    os.close(journal._fd)  # the descriptor goes bad under it (as a full disk would fail)
+    journal.append(_started("a"))
+    assert journal.write_errors == 1
+    journal._fd = None
