@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from media.sources import PlaylistSource
 
 from .acdrules import CallFacts, CrmFacts, NoOne, assign
+from .callerlookup import look_up
 from .ivrservice import ivr_service
 from .localcall import CallerGone, LocalCall, Service
 from .prompts import ivr_key
@@ -137,33 +137,8 @@ async def _admit(queues: Queues, caller: QueueCaller) -> None:
                 queues.position(caller), f" (rule {caller.rule})" if caller.rule else "")
 
 
-#: CRM look-ups run here, not in the default pool: a database that hangs keeps at most these
-#: threads busy (callers then queue without a look-up) instead of starving prompts and reloads.
-_LOOKUPS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crm-lookup")
-_busy = 0
-
-
 async def _lookup(queues: Queues, number: str) -> tuple[CallerRecord | None, str | None]:
-    global _busy
-    lookup = queues.lookup
-    if lookup is None or _busy >= 8:
-        return None, None
-    _busy += 1
-    future = asyncio.get_running_loop().run_in_executor(_LOOKUPS, lookup, number)
-
-    def done(_f: object) -> None:
-        global _busy
-        _busy -= 1
-
-    future.add_done_callback(done)
-    try:
-        return await asyncio.wait_for(asyncio.shield(future), LOOKUP_TIMEOUT)
-    except TimeoutError:
-        logger.warning("CRM look-up of %s took over %.1f s; queued without it", number,
-                       LOOKUP_TIMEOUT)
-    except Exception:
-        logger.exception("CRM look-up of %s failed; queued without it", number)
-    return None, None
+    return await look_up(queues.lookup, number, LOOKUP_TIMEOUT, (None, None), "queued")
 
 
 async def _waiting(queues: Queues, caller: QueueCaller) -> None:
