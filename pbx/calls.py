@@ -43,6 +43,7 @@ from .callstate import (
     Call,
     Fork,
     Forwarded,
+    LegState,
     Outsider,
     RingStep,
     Side,
@@ -317,7 +318,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         self._next_step(call)
         app.flush()
 
-    def _send_fork(self, call: Call, binding: Binding, callee: User) -> None:
+    def _send_fork(self, call: Call, binding: Binding, callee: User,
+                   leg: LegState | None = None) -> None:
         app = self.app
         caller = call.caller
         body = call.b_offer
@@ -342,7 +344,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         req = Request("INVITE", SipUri.parse(binding.uri), h, body)
         app.add_via(req, peer)
         key = app.layer.send_request(req, peer, app.now())
-        fork = Fork(key=key, invite=req, peer=peer, step=call.step, user=callee)
+        fork = Fork(key=key, invite=req, peer=peer, step=call.step, user=callee, leg=leg)
         call.forks[key] = fork
         self._forks[key] = (call, fork)
 
@@ -406,6 +408,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         fork.done = True
         fork.status = code
         self._forks.pop(fork.key, None)
+        self._leg_fork_ended(call, fork)  # before the queue hears of it and offers again
         if call.observer is not None and not (fork.cancelled or fork.cancel_pending):
             self._notify(call, "fork_failed", fork)
         self._step_failed(call, fork)
@@ -426,6 +429,9 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         if call.state != "ringing" or (delayed and not has_sdp) or withdrawn:
             # Another fork won, the caller gave up, or a delayed offer got no offer back:
             # this phone's answer cannot be used.
+            if fork.leg is not None and not fork.leg.done:
+                self._leg_done(call, fork.leg, "cancelled" if withdrawn else "failed",
+                               None if withdrawn else 488)
             self._send_ack(dialog, ack, fork.peer)
             self._send_bye(dialog, fork.peer)
             if call.state == "ringing" and not withdrawn:
@@ -442,6 +448,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         call.state = "answered"
         if fork.user is not None:
             call.callee = fork.user  # the member of a ring group who answered
+        self._leg_answered(call, fork)
         call.b_dialog = dialog
         call.b_peer = fork.peer
         self._dialogs[(dialog.call_id, dialog.local_tag)] = (call, "b")
@@ -575,6 +582,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         if call.state in ("setup", "ringing"):
             if call.ring_timer is not None:
                 call.ring_timer.cancel()
+            self.close_legs(call, None, "cancelled")
             self._cancel_forks(call, completed_elsewhere=False)
             self._fail_a(call, 487, "caller cancelled", "cancelled")
 
@@ -606,6 +614,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         fork.done = True
         fork.status = 408
         self._forks.pop(fork.key, None)
+        self._leg_fork_ended(call, fork)
         if call.observer is not None and not (fork.cancelled or fork.cancel_pending):
             self._notify(call, "fork_failed", fork)
         self._step_failed(call, fork)
@@ -650,6 +659,7 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         call.state = "ended"
         if call.ring_timer is not None:
             call.ring_timer.cancel()
+        self._end_legs(call, disposition, code)  # the record keeper must have them first
         local = call.a_local
         if local is not None and local.state != "bridged":
             # A caller the PBX had answered (an IVR): if nobody answered, it goes back there;

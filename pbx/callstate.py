@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import count
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from media.relay import Leg
@@ -11,6 +12,8 @@ from media.sdp import SdpError, SessionDescription, direction
 from sip.dialog import Dialog
 from sip.message import Request
 from sip.transaction import Peer
+
+from .records import CallLeg
 
 if TYPE_CHECKING:
     import asyncio
@@ -70,6 +73,53 @@ def utcnow() -> datetime:
 
 
 @dataclass(slots=True)
+class LegState:
+    """One user's phones or one number a call is offered to (see :class:`pbx.records.CallLeg`),
+    while its outcome is being decided."""
+
+    id: str
+    kind: str
+    """ring | queue | transfer | callback | outside"""
+    started_at: datetime
+    user: str | None = None
+    number: str | None = None
+    queue: str | None = None
+    answered_at: datetime | None = None
+    done: bool = False
+    """Its outcome went to the records (an answered leg: its answer)."""
+
+    def event(self, call_id: str, result: str, sip_code: int | None = None,
+              ended_at: datetime | None = None) -> CallLeg:
+        return CallLeg(call_id, self.id, self.kind, self.user, self.number, self.started_at,
+                       self.answered_at, ended_at, result, sip_code, self.queue)
+
+
+def new_leg(call_id: str, numbers: count[int], kind: str, *, user: str | None = None,
+            number: str | None = None, queue: str | None = None) -> LegState:
+    """A leg of the record ``call_id``, numbered from the record's own counter (several calls
+    of the PBX may make legs of one record: a queue's offers, a callback's attempts)."""
+    return LegState(f"{call_id}:{next(numbers)}", kind, utcnow(), user, number, queue)
+
+
+def leg_numbers(call: Call) -> count[int]:
+    """The counter numbering the legs of ``call``'s record (a local call's, when the caller
+    was answered by the PBX first: its record is older than this call)."""
+    return call.a_local.leg_numbers if call.a_local is not None else call.leg_numbers
+
+
+def leg_result(codes: list[int]) -> tuple[str, int]:
+    """What a leg whose phones all refused or failed with ``codes`` ended with, and the code."""
+    best = best_failure(codes)
+    if best in (486, 600):
+        return "busy", best
+    if best in (603, 403):
+        return "rejected", best
+    if best in (408, 480, 487):
+        return "no_answer", best
+    return "failed", best
+
+
+@dataclass(slots=True)
 class Fork:
     """One B-leg INVITE to one registered contact of the callee."""
 
@@ -90,6 +140,8 @@ class Fork:
     """The trunk an outside call goes through (None: a user's phone)."""
     auth_tried: bool = False
     """The INVITE already answered the trunk's digest challenge (no second try)."""
+    leg: LegState | None = None
+    """The leg this INVITE is one phone of (a user's phones share one leg)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +255,13 @@ class Call:
     caller_name: str | None = None
     """The name the callee's phones show for the caller when the PBX knows better than the
     caller's own display name (the CRM record their number matched)."""
+    leg_numbers: count[int] = field(default_factory=lambda: count(1))
+    """Numbers this record's legs (a call with ``a_local`` uses the local call's)."""
+    leg_queue: str | None = None
+    """The queue whose offer this call is: its legs are of kind ``queue``."""
+    party_legs: dict[Side, LegState] = field(default_factory=dict)
+    """The answered leg on each side (the callee's; a transfer target's), ended when a
+    transfer hands that side to another phone."""
 
     def dialog(self, side: Side) -> Dialog | None:
         return self.a_dialog if side == "a" else self.b_dialog

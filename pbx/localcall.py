@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import count
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -42,7 +43,7 @@ from .records import CallAnswered, CallEnded, CallStarted
 
 if TYPE_CHECKING:
     from .calls import CallController
-    from .callstate import Call
+    from .callstate import Call, LegState
     from .config import User
     from .routing import Target
 
@@ -97,6 +98,15 @@ class LocalCall:
     placed: bool = False
     """The PBX placed this call itself (:mod:`pbx.originate`): the phone on it was called, so
     in the call record it is the callee's side."""
+    leg_numbers: count[int] = field(default_factory=lambda: count(1))
+    """Numbers the legs of this call's record (shared by every call of the PBX that makes legs
+    of the same record: the bridge to a phone, a callback's agent leg)."""
+    leg_kind: str | None = None
+    """The kind of the legs this caller is connected through (``callback``); None: as the
+    target says (ring, outside)."""
+    leg_queue: str | None = None
+    party_leg: LegState | None = None
+    """The answered leg of the phone on this call, when the PBX called it (a callback's agent)."""
     _keys: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     _ended: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -270,6 +280,7 @@ class LocalCalls:
             invite=ringing.a_invite, txn_key=ringing.a_key, peer=ringing.a_peer,
             tag=ringing.a_tag, started=ringing.started, sdp_id=int(uuid.uuid4().int % 10**9),
             offer=ringing.a_offer, connector=self.connect, missed=missed,
+            leg_numbers=ringing.leg_numbers,
         )
         self.active[call.id] = call
         self._by_key[call.txn_key] = call
@@ -522,6 +533,7 @@ class LocalCalls:
                 logger.exception("call %s: end hook failed", call.id)
         if call.bridge is not None:
             # The caller gave up while a phone rang for them.
+            self.calls.close_legs(call.bridge, None, "cancelled")
             self.calls.hangup(call.bridge, "caller hung up")
         self.active.pop(call.id, None)
         self._by_key.pop(call.txn_key, None)

@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from itertools import count
 from typing import TYPE_CHECKING
 
 from media.endpoint import LocalLeg
@@ -28,7 +29,7 @@ from sip.message import Headers, Request, Response, cancel_for
 from sip.transaction import Peer
 from sip.uri import Address, SipUri
 
-from .callstate import ALLOW, SUPPORTED, utcnow
+from .callstate import ALLOW, SUPPORTED, LegState, leg_result, new_leg, utcnow
 from .localcall import LocalCall
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ class Origination:
         default_factory=lambda: asyncio.get_running_loop().create_future())
     on_fail: Callable[[str, int], None] | None = None
     """Told (user id, status) of each phone that refused or timed out (not those cancelled)."""
+    legs: dict[str, LegState] = field(default_factory=dict)
+    """Each user's leg of the call record, when the call has legs (a queue's callback)."""
 
 
 class Originator:
@@ -78,11 +81,17 @@ class Originator:
 
     async def call_users(self, users: list[User], *, call_id: str, shown_number: str,
                          shown_name: str, number: str, timeout: float,
-                         headers: tuple[tuple[str, str], ...] = ()) -> Origination | int:
+                         headers: tuple[tuple[str, str], ...] = (),
+                         leg_kind: str | None = None, leg_queue: str | None = None,
+                         leg_numbers: count[int] | None = None) -> Origination | int:
         """Ring every registered phone of ``users``, showing ``shown_name`` <``shown_number``>
         as the caller. The origination's ``result`` gets the answered :class:`LocalCall`
         (its ``caller`` is the user who answered) or the SIP status why nobody did.
-        Returns a status at once when no phone can be rung or no media port is free."""
+        Returns a status at once when no phone can be rung or no media port is free.
+
+        With ``leg_kind``, each user rung is a leg of the record ``call_id`` (numbered by
+        ``leg_numbers``, the record's counter), and so is whatever the answered call connects
+        to (:attr:`LocalCall.leg_kind`)."""
         app = self.app
         targets = [(u, b) for u in users for b in app.lookup(u.id)]
         if not targets:
@@ -94,7 +103,10 @@ class Originator:
             invite=Request("INVITE", SipUri("sip", host=app.domain), Headers()),
             txn_key="", peer=app.binding_peer(targets[0][1]), tag=tag, started=utcnow(),
             sdp_id=int(uuid.uuid4().int % 10**9), connector=self.local.connect, placed=True,
+            leg_kind=leg_kind, leg_queue=leg_queue,
         )
+        if leg_numbers is not None:
+            call.leg_numbers = leg_numbers
         try:
             media = await LocalMedia.open(app.relay.ports, app.media_bind_host, app.playback,
                                           leg, call._on_digit, call._on_audio)
@@ -104,6 +116,10 @@ class Originator:
             return 503
         call.media = media
         orig = Origination(call, media)
+        if leg_kind is not None:
+            for user in dict.fromkeys(u for u, _ in targets):
+                orig.legs[user.id] = new_leg(call_id, call.leg_numbers, leg_kind, user=user.id,
+                                             queue=leg_queue)
         call.sdp_version = 1
         body = _offer(app.media_address, media.port, call.sdp_id, call.sdp_version)
         for user, binding in targets:
@@ -161,9 +177,20 @@ class Originator:
         return True
 
     def _failed(self, orig: Origination, attempt: _Attempt, code: int) -> None:
+        leg = orig.legs.get(attempt.user.id)
+        if leg is not None and not leg.done:
+            tried = [a for a in orig.attempts.values() if a.user.id == attempt.user.id]
+            if all(a.done for a in tried):
+                self._leg_done(orig, leg, *leg_result(
+                    [code if a is attempt else a.status or 500 for a in tried]))
         if not attempt.cancelled and orig.on_fail is not None and not orig.result.done():
             orig.on_fail(attempt.user.id, code)
         self._check_all_failed(orig)
+
+    def _leg_done(self, orig: Origination, leg: LegState, result: str,
+                  code: int | None = None) -> None:
+        leg.done = True
+        self.app.records.emit(leg.event(orig.call.id, result, code, utcnow()))
 
     def on_failure(self, key: str) -> bool:
         """Our INVITE timed out or its transport failed (counted as 408)."""
@@ -208,6 +235,14 @@ class Originator:
         call.state = "answered"
         call.answered_at = utcnow()
         call.answered_mono = app.now()
+        leg = orig.legs.get(attempt.user.id)
+        if leg is not None:
+            leg.answered_at, leg.done = call.answered_at, True
+            app.records.emit(leg.event(call.id, "answered"))
+            call.party_leg = leg
+        for other in orig.legs.values():
+            if not other.done:
+                self._leg_done(orig, other, "elsewhere")
         self.local.adopt(call)
         orig.result.set_result(call)
         self.cancel(orig, None)  # the other phones stop ringing
@@ -225,7 +260,7 @@ class Originator:
             for attempt in orig.attempts.values():
                 if not attempt.done and not attempt.cancelled and orig.on_fail is not None:
                     orig.on_fail(attempt.user.id, 408)
-            self.cancel(orig, None)
+            self.cancel(orig, None, "no_answer")
             self._give_up(orig, 408)
             self.app.flush()
 
@@ -235,9 +270,14 @@ class Originator:
         self.app.spawn(orig.media.close())
 
     # -- cancelling ---------------------------------------------------------------------------
-    def cancel(self, orig: Origination, users: Collection[str] | None) -> None:
-        """Stop ringing ``users``' phones (None: every phone still ringing). When nothing is
-        left ringing and nobody answered, the origination fails with 487."""
+    def cancel(self, orig: Origination, users: Collection[str] | None,
+               result: str = "cancelled") -> None:
+        """Stop ringing ``users``' phones (None: every phone still ringing); their legs end
+        with ``result``. When nothing is left ringing and nobody answered, the origination
+        fails with 487."""
+        for uid, leg in orig.legs.items():
+            if not leg.done and (users is None or uid in users):
+                self._leg_done(orig, leg, result)
         for attempt in orig.attempts.values():
             if not attempt.done and (users is None or attempt.user.id in users):
                 attempt.cancelled = True

@@ -120,6 +120,8 @@ async def _run(queues: Queues, caller: QueueCaller, agents: tuple[str, ...]) -> 
         users, call_id=caller.local.id, shown_number=number,
         shown_name=f"Callback {number}", number=number, timeout=ring + 30.0,
         headers=(("X-Queue", caller.queue),),
+        # The agents rung and the customer dialled are legs of the caller's own record.
+        leg_kind="callback", leg_queue=caller.queue, leg_numbers=caller.local.leg_numbers,
     )
     if not isinstance(orig, Origination):
         for uid in agents:

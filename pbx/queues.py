@@ -367,7 +367,8 @@ class Queues:
         elif isinstance(action, OfferExpired | OfferCancelled):
             caller = self.callers.get(action.call_id)
             if caller is not None:
-                self._withdraw(caller, {action.agent}, "offer ended")
+                self._withdraw(caller, {action.agent}, "offer ended",
+                               "no_answer" if isinstance(action, OfferExpired) else "cancelled")
         elif isinstance(action, Connected):
             self._connected_action(action)
         elif isinstance(action, TimedOut | Unassigned):
@@ -411,6 +412,7 @@ class Queues:
         old = caller.offering
         if old is not None and old.state in ("setup", "ringing"):
             caller.offering = None  # its end must not count against this offer
+            self.controller.close_legs(old, None, "cancelled")
             self.controller.withdraw(old, {u.id for st in old.plan for u in st.users},
                                      "offered again")
         logger.info("queue %s: offering caller %s to %s", caller.queue, caller.caller_number,
@@ -421,7 +423,13 @@ class Queues:
             headers=self._offer_headers(caller), caller_name=self._shown_name(caller),
         )
         moved.add_done_callback(lambda f: self._moved(caller, f))
-        caller.offering = self.controller.calls.get(caller.local.id)
+        self._offering(caller)
+
+    def _offering(self, caller: QueueCaller) -> None:
+        """The call now ringing agents for ``caller``: its legs are this queue's offers."""
+        call = caller.offering = self.controller.calls.get(caller.local.id)
+        if call is not None:
+            call.leg_queue = caller.queue
 
     @staticmethod
     def _shown_name(caller: QueueCaller) -> str | None:
@@ -437,9 +445,13 @@ class Queues:
             found.append(("X-CRM-Match", f"{caller.crm.kind}:{caller.crm.record_id}"))
         return tuple(found)
 
-    def _withdraw(self, caller: QueueCaller, agents: set[str] | None, cause: str) -> None:
+    def _withdraw(self, caller: QueueCaller, agents: set[str] | None, cause: str,
+                  result: str = "cancelled") -> None:
+        """Stop ringing ``agents`` (None: everyone) for ``caller``; their legs end with
+        ``result`` (no_answer: the offer ran out; cancelled: the caller left, or went to
+        another agent or queue)."""
         if caller.callback_offer is not None:
-            self.controller.local.originator.cancel(caller.callback_offer, agents)
+            self.controller.local.originator.cancel(caller.callback_offer, agents, result)
             return
         call = caller.offering
         if call is None or call.state not in ("setup", "ringing"):
@@ -448,6 +460,7 @@ class Queues:
             f.user.id for f in call.forks.values() if f.user is not None}
         if agents is None:
             users |= {u.id for step in call.plan for u in step.users}
+        self.controller.close_legs(call, users, result)
         self.controller.withdraw(call, users, cause)
 
     def _connected_action(self, action: Connected) -> None:
@@ -480,7 +493,7 @@ class Queues:
             caller_name=self._shown_name(caller),
         )
         moved.add_done_callback(lambda f: self._moved(caller, f))
-        caller.offering = self.controller.calls.get(caller.local.id)
+        self._offering(caller)
 
     def _moved(self, caller: QueueCaller, done: asyncio.Future[int | None]) -> None:
         """The bridge of an offer is over: recorded as answered only once the caller was

@@ -1,5 +1,6 @@
 """Ringing: a call's plan of steps (a user's phones, a ring group's members, outside trunks),
-ring groups and what happens when nobody answers.
+ring groups, what happens when nobody answers, and the legs of the call record (each user whose
+phones rang, each number dialled, and what became of it: :class:`pbx.records.CallLeg`).
 
 Mixed into :class:`pbx.calls.CallController`, which owns the state used here.
 """
@@ -16,7 +17,18 @@ from sip.message import Request
 from sip.registrar import Binding
 from sip.transaction import Peer
 
-from .callstate import Call, Fork, Outsider, RingStep, best_failure, utcnow
+from .callstate import (
+    Call,
+    Fork,
+    LegState,
+    Outsider,
+    RingStep,
+    best_failure,
+    leg_numbers,
+    leg_result,
+    new_leg,
+    utcnow,
+)
 from .presence import PresenceState
 from .routing import (
     AVAILABLE,
@@ -31,6 +43,8 @@ from .routing import (
 from .trunkcalls import try_next_trunk
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from .config import User
     from .localcall import LocalCall, LocalCalls, Service
     from .prompts import Prompts
@@ -38,6 +52,8 @@ if TYPE_CHECKING:
 
 #: Ring group fallbacks followed by one call at most.
 _MAX_HOPS = 5
+#: What became of the legs still ringing when a call ends, by the call's disposition.
+_END_RESULT = {"cancelled": "cancelled", "no_answer": "no_answer", "answered": "elsewhere"}
 
 
 class Ringing:
@@ -64,9 +80,11 @@ class Ringing:
 
         def _prompts(self) -> Prompts: ...
 
-        def _send_fork(self, call: Call, binding: Binding, callee: User) -> None: ...
+        def _send_fork(self, call: Call, binding: Binding, callee: User,
+                       leg: LegState | None = None) -> None: ...
 
-        def _send_trunk_fork(self, call: Call, step: RingStep, peer: Peer) -> None: ...
+        def _send_trunk_fork(self, call: Call, step: RingStep, peer: Peer,
+                             leg: LegState | None = None) -> None: ...
 
     def _call_group(self, req: Request, peer: Peer, key: str, caller: User | Outsider,
                     target: ToRingGroup, offer: SessionDescription | None, dialled: str,
@@ -141,15 +159,20 @@ class Ringing:
             if step.trunk is not None:
                 trunk_peer = call.trunk_peers.get(step.trunk.name)
                 if trunk_peer is not None:
-                    self._send_trunk_fork(call, step, trunk_peer)
+                    leg = self._new_leg(call, number=step.number, outside=True)
+                    self._send_trunk_fork(call, step, trunk_peer, leg)
                     sent += 1
             for user in step.users:
                 if not app.presence.available(user.id):
                     continue
                 if not user.call_waiting and self._on_a_call(user.id, call):
                     continue
-                for binding in app.lookup(user.id):
-                    self._send_fork(call, binding, user)
+                bindings = app.lookup(user.id)
+                if not bindings:
+                    continue
+                leg = self._new_leg(call, user=user.id)  # one leg for all the user's phones
+                for binding in bindings:
+                    self._send_fork(call, binding, user, leg)
                     sent += 1
             if sent:
                 call.ring_timer = asyncio.get_running_loop().call_later(
@@ -161,6 +184,8 @@ class Ringing:
         if call.state != "ringing" or call.step != step:
             return
         call.timed_out = True
+        for leg in self._open_legs(call, step):
+            self._leg_done(call, leg, "no_answer")
         for fork in call.forks.values():
             if fork.step == step and not fork.done:
                 self._cancel_fork(fork, call, completed_elsewhere=False)
@@ -232,3 +257,71 @@ class Ringing:
         record goes on under the same id."""
         self.local.take_over(call, service, name, missed=missed)
         self._end(call, "answered", name, "system", None, record=False)
+
+    # -- legs of the call record (pbx.records.CallLeg) -------------------------------------
+    def _new_leg(self, call: Call, *, user: str | None = None, number: str | None = None,
+                 outside: bool = False) -> LegState:
+        """A leg for the phones of ``user`` (or ``number`` through a trunk) about to ring."""
+        local = call.a_local
+        queue: str | None = None
+        if call.leg_queue is not None:
+            kind, queue = "queue", call.leg_queue
+        elif local is not None and local.leg_kind is not None:
+            kind, queue = local.leg_kind, local.leg_queue  # a callback dialling the customer
+        else:
+            kind = "outside" if outside else "ring"
+        return new_leg(call.id, leg_numbers(call), kind, user=user, number=number, queue=queue)
+
+    def _leg_done(self, call: Call, leg: LegState, result: str, code: int | None = None,
+                  ) -> None:
+        leg.done = True
+        self.app.records.emit(leg.event(call.id, result, code, utcnow()))
+
+    @staticmethod
+    def _open_legs(call: Call, step: int | None = None) -> list[LegState]:
+        """The legs of ``call`` (of ring step ``step``) whose outcome is not known yet."""
+        found: dict[str, LegState] = {}
+        for fork in call.forks.values():
+            leg = fork.leg
+            if leg is not None and not leg.done and (step is None or fork.step == step):
+                found[leg.id] = leg
+        return list(found.values())
+
+    def close_legs(self, call: Call, users: Collection[str] | None, result: str) -> None:
+        """The legs of ``call`` still ringing (only ``users``', when given) end with
+        ``result``: called before the PBX stops them, so the record says why (the caller gave
+        up, a queue's offer ran out or went to someone else)."""
+        for leg in self._open_legs(call):
+            if users is None or leg.user in users:
+                self._leg_done(call, leg, result)
+
+    def _leg_fork_ended(self, call: Call, fork: Fork) -> None:
+        """A phone refused or failed: its leg ends once every phone of it has (the best of
+        their answers says how, RFC 3261 16.7 step 6)."""
+        leg = fork.leg
+        if leg is None or leg.done:
+            return
+        forks = [f for f in call.forks.values() if f.leg is leg]
+        if all(f.done for f in forks):
+            self._leg_done(call, leg, *leg_result([f.status or 500 for f in forks]))
+
+    def _leg_answered(self, call: Call, fork: Fork) -> None:
+        """``fork``'s phone answered the call: its leg is answered, every other one still
+        ringing was answered elsewhere."""
+        leg = fork.leg
+        if leg is not None:
+            leg.answered_at = utcnow()
+            leg.done = True
+            self.app.records.emit(leg.event(call.id, "answered"))
+            call.party_legs["b"] = leg
+        local = call.a_local
+        if local is not None and local.party_leg is not None:
+            call.party_legs["a"] = local.party_leg  # a callback's agent, for a transfer
+        for other in self._open_legs(call):
+            self._leg_done(call, other, "elsewhere")
+
+    def _end_legs(self, call: Call, disposition: str, code: int | None) -> None:
+        """The call ends with legs still ringing (a fault, a shutdown, a withdrawn offer)."""
+        result = _END_RESULT.get(disposition, "failed")
+        for leg in self._open_legs(call):
+            self._leg_done(call, leg, result, code if result == "failed" else None)

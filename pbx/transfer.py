@@ -51,12 +51,17 @@ from .callstate import (
     SUPPORTED,
     Call,
     Fork,
+    LegState,
     Outsider,
     Side,
     codec_of,
     display_name,
+    leg_numbers,
     leg_of,
+    leg_result,
+    new_leg,
     other_side,
+    user_id,
     utcnow,
 )
 from .indialog import OwnRequest
@@ -89,6 +94,8 @@ class Transfer:
     consult_side: Side | None = None
     """Attended: the target's side in the consultation call."""
     done: bool = False
+    leg: LegState | None = None
+    """Blind: the target's leg of the call record while it rings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +203,7 @@ class Transfers:
             app.respond(key, req, 488, "No audio to transfer")
             return
         t = self._accept(call, side, req, key, "blind", target)
+        t.leg = new_leg(call.id, leg_numbers(call), "transfer", user=target.id)
         # The transferee hears ringback, and nothing of the transferor, while the target rings.
         relay = call.relay
         relay.mute(leg_of(side), True)
@@ -233,6 +241,7 @@ class Transfers:
     def _blind_timeout(self, t: Transfer) -> None:
         t.timer = None
         if not t.done:
+            self._leg_failed(t, "no_answer", 408)
             self._cancel_forks(t)
             self._failed(t, 480, "Temporarily Unavailable")
             self.app.flush()
@@ -374,6 +383,7 @@ class Transfers:
         end = audio_endpoint(answer)
         relay.set_remote(leg_of(x), end)
         self._match_codecs(call, x, answer, mine)
+        self._legs_transferred(t, user)
         self._notify(t, 200, "OK", final=True)
         if not t.transferor_gone and old_dialog is not None and old_peer is not None:
             calls._send_bye(old_dialog, old_peer)
@@ -384,8 +394,33 @@ class Transfers:
             self._resume(call, y, answer, mine)
         app.flush()
 
+    def _legs_transferred(self, t: Transfer, user: User | Outsider) -> None:
+        """The transferor's leg ends here; the target's is answered (RFC 5589: the call is
+        theirs now)."""
+        call, emit = t.call, self.app.records.emit
+        now = utcnow()
+        old = call.party_legs.pop(t.side, None)
+        if old is not None:
+            emit(old.event(call.id, "answered", ended_at=now))
+        leg = t.leg or new_leg(call.id, leg_numbers(call), "transfer", user=user_id(user),
+                               number=user.number if isinstance(user, Outsider) else None)
+        leg.answered_at, leg.done = now, True
+        emit(leg.event(call.id, "answered"))
+        call.party_legs[t.side] = leg
+
+    def _leg_failed(self, t: Transfer, result: str | None, code: int) -> None:
+        """The target of a blind transfer did not take the call."""
+        leg = t.leg
+        if leg is None or leg.done:
+            return
+        leg.done = True
+        found, code = leg_result([code])
+        self.app.records.emit(leg.event(t.call.id, result or found,
+                                        code if result is None else None, utcnow()))
+
     def _failed(self, t: Transfer, code: int, reason: str) -> None:
         app, call = self.app, t.call
+        self._leg_failed(t, None, code)
         t.done = True
         call.transfer = None
         if t.timer is not None:
@@ -416,6 +451,9 @@ class Transfers:
         if t is None or t.side != side or t.kind != "blind" or t.done:
             return False
         t.transferor_gone = True
+        old = call.party_legs.pop(side, None)
+        if old is not None:  # the transferor's phone is off the call from now on
+            self.app.records.emit(old.event(call.id, "answered", ended_at=utcnow()))
         dialog = call.dialog(side)
         if dialog is not None:
             self.calls._dialogs.pop((dialog.call_id, dialog.local_tag), None)
@@ -431,6 +469,7 @@ class Transfers:
         t.call.transfer = None
         if t.timer is not None:
             t.timer.cancel()
+        self._leg_failed(t, "cancelled", 487)
         self._cancel_forks(t)
         if t.consult is not None:
             t.consult.transfer = None

@@ -20,7 +20,7 @@ from sip.message import CSeq, Headers, Request, Response
 from sip.transaction import Peer
 from sip.uri import Address, SipUri
 
-from .callstate import ALLOW, Call, Fork, Outsider, RingStep, display_name, utcnow
+from .callstate import ALLOW, Call, Fork, LegState, Outsider, RingStep, display_name, utcnow
 from .routing import ToOutside, dial_string, match_did, normalise, outbound_caller_id, route_target
 
 if TYPE_CHECKING:
@@ -84,7 +84,8 @@ class TrunkCalls:
         self._begin(call, req, key, to_number=target.e164, callee_user=None,
                     direction="outbound")
 
-    def _send_trunk_fork(self, call: Call, step: RingStep, peer: Peer) -> None:
+    def _send_trunk_fork(self, call: Call, step: RingStep, peer: Peer,
+                         leg: LegState | None = None) -> None:
         """The INVITE of an outside call to ``step.trunk``, with the caller ID the trunk may
         present (From and P-Asserted-Identity, RFC 3325) and privacy when asked for."""
         app = self.app
@@ -120,7 +121,7 @@ class TrunkCalls:
         req = Request("INVITE", target, h, call.b_offer)
         app.add_via(req, peer)
         key = app.layer.send_request(req, peer, app.now())
-        fork = Fork(key=key, invite=req, peer=peer, step=call.step, trunk=trunk)
+        fork = Fork(key=key, invite=req, peer=peer, step=call.step, trunk=trunk, leg=leg)
         call.forks[key] = fork
         self._forks[key] = (call, fork)
 
@@ -150,7 +151,7 @@ class TrunkCalls:
         app.add_via(req, fork.peer)
         key = app.layer.send_request(req, fork.peer, app.now())
         again = Fork(key=key, invite=req, peer=fork.peer, step=fork.step, trunk=trunk,
-                     auth_tried=True)
+                     auth_tried=True, leg=fork.leg)
         call.forks[key] = again
         self._forks[key] = (call, again)
         return True
