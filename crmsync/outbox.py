@@ -2,8 +2,9 @@
 
 Theory of operation. The record writer (:mod:`crmsync.writer`) calls :func:`enqueue` inside
 the transaction that writes the call rows, so an event exists exactly when its call row does:
-one ``outbox`` row per event (its JSON body, its idempotency key ``<call id>:<event>``) and
-one ``webhook_deliveries`` row per webhook that wants it. A delivery is ``pending`` until a
+one ``outbox`` row per event (its JSON body, its idempotency key ``<call id>:<event>``, or
+``<call id>:call.updated:<revision>`` for a change after the record was final) and one
+``webhook_deliveries`` row per webhook that wants it. A delivery is ``pending`` until a
 POST of it gets a 2xx (``delivered``) or it has failed ``max_attempts`` times (``dead``; a
 replay makes it pending again).
 
@@ -49,11 +50,13 @@ __all__ = [
     "iso_utc",
     "payload_json",
     "retry_delay",
+    "subscribers_of",
     "utcnow",
 ]
 
 EVENTS: Final = (
     "call.started", "call.answered", "call.ended", "call.missed", "recording.ready",
+    "call.updated",
 )
 """Every event a webhook can receive."""
 
@@ -125,9 +128,23 @@ def iso_utc(value: datetime) -> str:
     return value.isoformat(timespec="milliseconds") + "Z"
 
 
-def idempotency_key(call_id: str, event: str) -> str:
-    """The key a receiver deduplicates by: the same for every webhook and every attempt."""
-    return f"{call_id}:{event}"
+def idempotency_key(call_id: str, event: str, revision: int | None = None) -> str:
+    """The key a receiver deduplicates by: the same for every webhook and every attempt.
+
+    ``<call id>:<event>``; a ``call.updated`` event happens once per revision of the record,
+    so its key ends with the revision: ``<call id>:call.updated:<revision>``.
+    """
+    return f"{call_id}:{event}" if revision is None else f"{call_id}:{event}:{revision}"
+
+
+def subscribers_of(webhooks: Iterable[WebhookSpec]) -> dict[str, tuple[str, ...]]:
+    """Event name to the names of the webhooks that want it (enabled or not: a disabled
+    webhook's events are stored and wait for it)."""
+    subscribers: dict[str, list[str]] = {}
+    for hook in webhooks:
+        for name in hook.events:
+            subscribers.setdefault(name, []).append(hook.name)
+    return {name: tuple(hooks) for name, hooks in subscribers.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +156,14 @@ class PendingEvent:
     occurred_at: datetime
     call: Mapping[str, Any]
     """The call row as it was right after the event (column name to value)."""
+    legs: Sequence[Mapping[str, Any]] | None = None
+    """The call's legs (``call.ended``, ``call.missed``, ``call.updated``); None: not sent."""
+    revision: int | None = None
+    """The record's revision a ``call.updated`` event is about (part of its key)."""
 
     @property
     def key(self) -> str:
-        return idempotency_key(self.call_id, self.event)
+        return idempotency_key(self.call_id, self.event, self.revision)
 
 
 def _json_value(value: object) -> object:
@@ -150,17 +171,18 @@ def _json_value(value: object) -> object:
 
 
 def payload_json(pending: PendingEvent) -> str:
-    """The JSON body of an event: ``{"event", "id", "occurred_at", "call": {...}}``."""
-    return json.dumps(
-        {
-            "event": pending.event,
-            "id": pending.key,
-            "occurred_at": iso_utc(pending.occurred_at),
-            "call": {name: _json_value(value) for name, value in pending.call.items()},
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    """The JSON body of an event: ``{"event", "id", "occurred_at", "call": {...}}``, and
+    ``"legs": [{...}, ...]`` for the events that carry them."""
+    body: dict[str, object] = {
+        "event": pending.event,
+        "id": pending.key,
+        "occurred_at": iso_utc(pending.occurred_at),
+        "call": {name: _json_value(value) for name, value in pending.call.items()},
+    }
+    if pending.legs is not None:
+        body["legs"] = [{name: _json_value(value) for name, value in leg.items()}
+                        for leg in pending.legs]
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 def _insert(session: Session, table: Table) -> Any:

@@ -8,7 +8,7 @@ how long the PBX keeps retrying one that fails.
         - name: crm
           url: https://crm.example/hooks/calls
           secret: "a shared secret of 16 characters or more"
-          events: [call.ended, call.missed]      # default: all five
+          events: [call.ended, call.missed]      # default: all six
           timeout: 5s
       retry: {max_attempts: 12, first_delay: 1s, max_delay: 10m}
 
@@ -44,8 +44,10 @@ FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 EVENTS: tuple[str, ...] = (
     "call.started", "call.answered", "call.ended", "call.missed", "recording.ready",
+    "call.updated",
 )
-"""Every event a webhook can receive, in the order a call produces them."""
+"""Every event a webhook can receive, in the order a call produces them (``call.updated``:
+the record changed after it was final, or someone annotated it through the API)."""
 
 MIN_SECRET_LENGTH = 16
 """Shorter secrets are too easy to guess; ``openssl rand -hex 32`` makes a good one."""
