@@ -39,13 +39,22 @@ class Subscriber:
     user: str | None
     queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_DEPTH))
     dropped: int = 0
+    shown: set[str] = field(default_factory=set)
+    """Calls this agent has been told of and not yet told the end of: the rest of their
+    events come too (another agent answering closes this agent's screen pop)."""
 
     def offer(self, event: Event) -> None:
         if self.user is not None:
+            call_id = event.get("call_id")
             parties = {event.get("caller_user"), event.get("callee_user"),
                        event.get("answered_by")} - {None}
-            if parties and self.user not in parties:
+            if parties and self.user not in parties and call_id not in self.shown:
                 return
+            if isinstance(call_id, str):
+                if event.get("event") == "call.ended":
+                    self.shown.discard(call_id)
+                else:
+                    self.shown.add(call_id)
         while self.queue.full():
             self.queue.get_nowait()
             self.dropped += 1
