@@ -60,7 +60,7 @@ from .ivrservice import ivr_service
 from .localcall import LocalCalls
 from .presence import PresenceState
 from .records import CallAnswered, CallEnded, CallStarted
-from .ringing import Ringing
+from .ringing import NAME_LOOKUP_TIMEOUT, Ringing
 from .routing import (
     Refuse,
     Target,
@@ -288,6 +288,10 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
 
     async def _open(self, call: Call) -> None:
         app = self.app
+        # The CRM names an outside caller while the media ports open; the phones ring without
+        # the name if it takes too long.
+        deadline = app.now() + NAME_LOOKUP_TIMEOUT
+        lookup = self._start_name_lookup(call)
         try:
             call.relay = await app.relay.open_session(app.media_bind_host)
         except (NoPortsError, OSError) as e:
@@ -304,7 +308,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
                 trunk_peer = await self._trunk_peer(step.trunk)
                 if trunk_peer is not None:
                     call.trunk_peers[step.trunk.name] = trunk_peer
-        if call.state == "ended":  # type: ignore[comparison-overlap]  # changed while resolving
+        await self._caller_name(call, lookup, deadline - app.now())
+        if call.state == "ended":  # type: ignore[comparison-overlap]  # changed meanwhile
             await call.relay.close()
             return
         if call.a_offer is not None:

@@ -8,6 +8,7 @@ Mixed into :class:`pbx.calls.CallController`, which owns the state used here.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from sip.message import Request
 from sip.registrar import Binding
 from sip.transaction import Peer
 
+from .callerlookup import start_lookup, wait_lookup
 from .callstate import (
     Call,
     Fork,
@@ -48,10 +50,20 @@ if TYPE_CHECKING:
     from .config import User
     from .localcall import LocalCall, LocalCalls, Service
     from .prompts import Prompts
+    from .queues import Queues
+    from .queueviews import CallerRecord
     from .sipapp import SipApp
+
+    CrmAnswer = tuple[CallerRecord | None, str | None]
+    """A CRM look-up's answer: the caller's record, the agent who last took their call."""
+
+logger = logging.getLogger(__name__)
 
 #: Ring group fallbacks followed by one call at most.
 _MAX_HOPS = 5
+#: The longest an outside caller's phones wait for the CRM to name the caller (then they
+#: ring showing the trunk's display name).
+NAME_LOOKUP_TIMEOUT = 0.5
 #: What became of the legs still ringing when a call ends, by the call's disposition.
 _END_RESULT = {"cancelled": "cancelled", "no_answer": "no_answer", "answered": "elsewhere"}
 
@@ -61,6 +73,7 @@ class Ringing:
 
     app: SipApp
     local: LocalCalls
+    queues: Queues | None
 
     if TYPE_CHECKING:
         def _begin(self, call: Call, req: Request, key: str, *, to_number: str,
@@ -325,3 +338,25 @@ class Ringing:
         result = _END_RESULT.get(disposition, "failed")
         for leg in self._open_legs(call):
             self._leg_done(call, leg, result, code if result == "failed" else None)
+
+    # -- the caller's name from the CRM ----------------------------------------------------
+    def _start_name_lookup(self, call: Call) -> asyncio.Future[CrmAnswer] | None:
+        """Ask the CRM who an outside caller is, so the phones can show their name (a queue
+        names its callers itself, before it offers them)."""
+        caller = call.caller
+        queues = self.queues
+        lookup = queues.lookup if queues is not None else None
+        if lookup is None or not isinstance(caller, Outsider) or call.caller_name is not None \
+                or call.observer is not None or not any(ch.isdigit() for ch in caller.number):
+            return None
+        return start_lookup(lookup, caller.number)
+
+    async def _caller_name(self, call: Call, lookup: asyncio.Future[CrmAnswer] | None,
+                           timeout: float) -> None:
+        """Wait for the look-up (at most ``timeout`` seconds) and name the caller from it."""
+        if lookup is None:
+            return
+        match, _ = await wait_lookup(lookup, call.caller.extension, timeout, (None, None),
+                                     "ringing")
+        if match is not None and match.name:
+            call.caller_name = match.name
