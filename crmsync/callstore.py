@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Table, literal, select, union_all, update
+from sqlalchemy import Connection, Table, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -104,7 +104,7 @@ def find_links(session: Session, numbers: Collection[str]) -> dict[str, Link]:
     return {number: link for number, (_order, link) in best.items()}
 
 
-def record_names(session: Session,
+def record_names(session: Session | Connection,
                  refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """The names of the records ``(kind, id)`` that exist (one query per kind)."""
     by_kind: dict[str, set[str]] = {}

@@ -1,6 +1,6 @@
 """Reading the CRM store: calls by filter, page by page or all of them in batches, one call
-with its legs; contacts and leads by number, name or id; and their creation and update, each
-in one transaction.
+with its legs; contacts and leads by number, name or id; their creation and update, and the
+annotation of calls, each in one transaction.
 
 Every function blocks on the database. The HTTP API reaches them through :class:`CrmQueries`
 (an engine and a region), in worker threads, never on the event loop.
@@ -19,15 +19,28 @@ from __future__ import annotations
 import base64
 import functools
 import re
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
 import phonenumbers
-from sqlalchemy import ColumnElement, Engine, RowMapping, Select, Table, and_, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    Table,
+    and_,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
+from . import callstore
+from .callfields import CALL_TYPES, STATUSES, CallStatus, CallType
 from .contacts import (
     ContactError,
     RecordKind,
@@ -39,6 +52,7 @@ from .contacts import (
     update_lead,
 )
 from .models import Call, Contact, Lead, PhoneNumber
+from .outbox import WebhookSpec, enqueue, subscribers_of, utcnow
 
 __all__ = [
     "MAX_PAGE", "CallCriteria", "CallDetail", "CallFilter", "CallKind", "CallOrder",
@@ -62,9 +76,9 @@ _DIALLED = re.compile(r"\+?[0-9 ()./-]{1,40}")
 _SEPARATORS = re.compile(r"[ ()./-]")
 _LIKE_SPECIAL = re.compile(r"([\\%_])")
 
-# The rule of the call.missed webhook event (crmsync.writer): inbound or internal, nobody
-# answered, and either it rang out or the caller gave up, or a queue caller the PBX answered
-# to wait never reached an agent.
+# The rule of the call.missed webhook event (crmsync.callfields.is_missed): inbound or
+# internal, nobody answered, and either it rang out or the caller gave up, or a queue caller
+# the PBX answered to wait never reached an agent.
 _MISSED = and_(
     _calls.c.direction != "outbound",
     _calls.c.answered_by.is_(None),
@@ -102,6 +116,12 @@ class CallCriteria(Protocol):
     def max_duration(self) -> float | None: ...
     @property
     def queue(self) -> str | None: ...
+    @property
+    def call_type(self) -> str | None: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def status(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +143,21 @@ class CallFilter:
     max_duration: float | None = None
     queue: str | None = None
     """The queue the caller waited in last."""
+    call_type: CallType | None = None
+    """The record's type: inbound, outbound, missed or internal (an inbound call nobody
+    answered is missed, not inbound)."""
+    owner: str | None = None
+    """The user the call belongs to."""
+    status: CallStatus | None = None
+    """in_progress or completed."""
 
 
 @dataclass(frozen=True, slots=True)
 class CallPage:
     """One page of calls; each item maps the ``calls`` columns (without ``recording_path``)
-    plus ``has_recording``, ``missed``, and ``from_e164`` and ``to_e164`` (None for what is
-    not a phone number, such as an extension)."""
+    plus ``has_recording``, ``missed``, ``from_e164`` and ``to_e164`` (None for what is not a
+    phone number, such as an extension), and ``who`` (``{"kind", "id", "name"}`` of the linked
+    contact or lead, or None) with ``who_name``."""
 
     items: tuple[dict[str, Any], ...]
     next_cursor: str | None
@@ -140,8 +168,10 @@ class CallPage:
 
 @dataclass(frozen=True, slots=True)
 class Leg:
-    """One leg of a call as its record keeps it: the caller's leg into the PBX, the leg out
-    to the phone that answered (or was rung), and the leg to whom the call was transferred."""
+    """One leg of a call: a phone or number it was offered to (a row of ``call_legs``), or,
+    for a record written before the PBX kept legs, a summary of the record: the caller's leg
+    into the PBX, the leg out to the phone that answered (or was rung), and the leg to whom
+    the call was transferred (those have no ``id`` nor ``kind``)."""
 
     role: Literal["caller", "callee", "transfer"]
     number: str | None
@@ -149,6 +179,14 @@ class Leg:
     user: str | None
     answered_at: datetime | None
     ended_at: datetime | None
+    id: str | None = None
+    kind: str | None = None
+    """ring, queue, transfer, callback or outside."""
+    started_at: datetime | None = None
+    result: str | None = None
+    """answered, no_answer, busy, rejected, cancelled, elsewhere or failed."""
+    sip_code: int | None = None
+    queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +273,17 @@ def call_conditions(flt: CallCriteria, region: str) -> list[ColumnElement[bool]]
         out.append(or_(c.from_number.in_(forms), c.to_number.in_(forms)))
     if flt.queue is not None:
         out.append(c.queue == flt.queue)
+    if flt.call_type is not None:
+        if flt.call_type not in CALL_TYPES:
+            raise ContactError(f"unknown call_type {flt.call_type!r}: use "
+                               f"{', '.join(CALL_TYPES)}")
+        out.append(c.call_type == flt.call_type)
+    if flt.owner is not None:
+        out.append(c.owner == flt.owner)
+    if flt.status is not None:
+        if flt.status not in STATUSES:
+            raise ContactError(f"unknown status {flt.status!r}: use {', '.join(STATUSES)}")
+        out.append(c.status == flt.status)
     if flt.started_from is not None:
         out.append(c.started_at >= _utc(flt.started_from))
     if flt.started_to is not None:
@@ -273,6 +322,7 @@ def list_calls(
     if len(rows) > limit:
         del rows[limit:]
         next_cursor = _encode_cursor(order, rows[-1]["started_at"], rows[-1]["id"])
+    _with_who(session, rows)
     total = None
     if count:
         total = session.execute(
@@ -305,6 +355,7 @@ def _batches(engine: Engine, conditions: list[ColumnElement[bool]], region: str,
             stmt = stmt.where(_after(order, *after))
         with engine.connect() as conn:
             rows = _calls_out(conn.execute(stmt.limit(batch)).mappings(), region)
+            _with_who(conn, rows)
         if rows:
             yield rows
         if len(rows) < batch:
@@ -313,7 +364,8 @@ def _batches(engine: Engine, conditions: list[ColumnElement[bool]], region: str,
 
 
 def get_call(session: Session, call_id: str, *, region: str) -> CallDetail:
-    """The call with its legs and the records of the outside party's number (contacts first).
+    """The call with its legs (those kept in ``call_legs``, or for an older record, a summary
+    of it) and the records of the outside party's number (contacts first).
 
     Raises :class:`RecordNotFound` for an unknown id.
     """
@@ -323,6 +375,7 @@ def get_call(session: Session, call_id: str, *, region: str) -> CallDetail:
     if found is None:
         raise RecordNotFound(f"no call with id {call_id!r}")
     (call,) = _calls_out([found], region)
+    _with_who(session, [call])
     path = call.pop("recording_path")
     outside = {"inbound": call["from_number"], "outbound": call["to_number"]}.get(
         call["direction"])
@@ -331,7 +384,9 @@ def get_call(session: Session, call_id: str, *, region: str) -> CallDetail:
     if e164 is not None:
         for kind in ("contact", "lead"):
             records += _search(session, kind, e164=e164, q=None, limit=10)
-    return CallDetail(call, _legs(call), tuple(records), path)
+    stored = callstore.read_legs(session, [call_id]).get(call_id)
+    legs = tuple(_stored_leg(leg) for leg in stored) if stored else _legs(call)
+    return CallDetail(call, legs, tuple(records), path)
 
 
 def _calls_out(rows: Iterable[RowMapping], region: str) -> list[dict[str, Any]]:
@@ -345,10 +400,28 @@ def _calls_out(rows: Iterable[RowMapping], region: str) -> list[dict[str, Any]]:
     return out
 
 
+def _with_who(conn: Session | Connection, rows: list[dict[str, Any]]) -> None:
+    """Give each row ``who`` (the linked record's kind, id and name) and ``who_name``."""
+    refs = {(row["who_kind"], row["who_id"]) for row in rows
+            if row["who_kind"] is not None and row["who_id"] is not None}
+    names = callstore.record_names(conn, refs) if refs else {}
+    for row in rows:
+        ref = (row["who_kind"], row["who_id"])
+        name = names.get(ref)
+        row["who"] = {"kind": ref[0], "id": ref[1], "name": name} if ref in refs else None
+        row["who_name"] = name
+
+
 @functools.lru_cache(maxsize=8192)
 def _e164(number: str, region: str) -> str | None:
     # The same few numbers come back on page after page (and row after row of an export).
     return normalise(number, region)
+
+
+def _stored_leg(leg: Mapping[str, Any]) -> Leg:
+    return Leg("transfer" if leg["kind"] == "transfer" else "callee", leg["number"], "",
+               leg["user_id"], leg["answered_at"], leg["ended_at"], leg["id"], leg["kind"],
+               leg["started_at"], leg["result"], leg["sip_code"], leg["queue"])
 
 
 def _legs(call: Mapping[str, Any]) -> tuple[Leg, ...]:
@@ -435,14 +508,23 @@ def _with_phones(session: Session, kind: RecordKind,
 
 class CrmQueries:
     """The CRM store as the HTTP API sees it: the functions above bound to an engine and the
-    region national numbers are dialled in (``JP``). Synchronous: run in worker threads."""
+    region national numbers are dialled in (``JP``). Synchronous: run in worker threads.
 
-    def __init__(self, engine: Engine, region: str) -> None:
+    ``webhooks`` gives the configured webhooks (read at each annotation, so a reload applies
+    at once): those subscribed to ``call.updated`` get one per annotation. ``on_outbox_commit``
+    is called once such an event is committed (to wake the webhook worker).
+    """
+
+    def __init__(self, engine: Engine, region: str,
+                 webhooks: Callable[[], Iterable[WebhookSpec]] = tuple,
+                 on_outbox_commit: Callable[[], None] | None = None) -> None:
         region = region.upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown region {region!r}: use an ISO country code such as JP")
         self._engine = engine
         self._region = region
+        self._webhooks = webhooks
+        self._on_outbox_commit = on_outbox_commit
 
     def list_calls(self, flt: CallCriteria, *, limit: int, cursor: str | None,
                    order: CallOrder, count: bool) -> CallPage:
@@ -453,6 +535,25 @@ class CrmQueries:
     def get_call(self, call_id: str) -> CallDetail:
         with Session(self._engine) as session:
             return get_call(session, call_id, region=self._region)
+
+    def annotate_call(self, call_id: str, changes: Mapping[str, object], *,
+                      user: str | None, any_call: bool) -> CallDetail:
+        """Write ``changes`` on the call (see :func:`crmsync.callstore.annotate`) and, if that
+        changed it, a ``call.updated`` event for the webhooks that want it, in one
+        transaction; returns the call as :meth:`get_call` does."""
+        queued = False
+        with Session(self._engine) as session, session.begin():
+            row, legs, changed = callstore.annotate(session, call_id, changes, user=user,
+                                                    any_call=any_call)
+            subscribers = subscribers_of(self._webhooks()) if changed else {}
+            if "call.updated" in subscribers:
+                now = utcnow()
+                queued = enqueue(session, [callstore.updated_event(row, legs, now)],
+                                 subscribers, now) > 0
+            detail = get_call(session, call_id, region=self._region)
+        if queued and self._on_outbox_commit is not None:
+            self._on_outbox_commit()
+        return detail
 
     def iter_calls(self, flt: CallCriteria, *, order: CallOrder,
                    batch: int) -> Generator[list[dict[str, Any]], None, None]:

@@ -1,14 +1,19 @@
-"""Call records in the HTTP API: the list with filters, one call with its legs, the CSV
+"""Call records in the HTTP API: the list with filters, one call with its legs, annotations
+(subject, purpose, result, description, cost, the contact or lead it is about), the CSV
 export of everything a filter matches, and the recording as a download or a stream.
 
-Every key may list and read calls. The CSV export is for supervisor and admin keys; an
-``agent`` key may fetch the recordings of its own user's calls only (placed, rung, answered or
-transferred to), supervisor and admin keys every recording.
+Every key may list and read calls. An ``agent`` key may annotate the calls its own user owns
+and calls nobody owns, supervisor and admin keys every call. The CSV export is for supervisor
+and admin keys; an ``agent`` key may fetch the recordings of its own user's calls only
+(placed, rung, answered or transferred to), supervisor and admin keys every recording.
 
 Filters (the same for the list and the export): ``type`` (inbound, outbound, internal,
-missed), ``agent`` (a user who answered, was rung or placed the call), ``number`` (the other
-party, in any form, or an extension), ``from``/``to`` (start time, ISO 8601; no zone means
-UTC), ``min_duration``/``max_duration`` (talk time in seconds) and ``queue``.
+missed: by direction, and missed as the ``call.missed`` webhook event counts), ``call_type``
+(the record's type: an inbound call nobody answered is missed, not inbound), ``status``
+(in_progress, completed), ``owner`` (the user the call belongs to), ``agent`` (a user who
+answered, was rung or placed the call), ``number`` (the other party, in any form, or an
+extension), ``from``/``to`` (start time, ISO 8601; no zone means UTC),
+``min_duration``/``max_duration`` (talk time in seconds) and ``queue``.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from pbx.api_base import ERRORS, AuthCaller, Error
 from pbx.api_contacts import INVALID, Crm, Responses, UtcDatetime, answer
 from pbx.api_contacts import router as contacts_router
-from pbx.crmcontrol import CallKind, CallOrder, CallQuery, CrmControl
+from pbx.crmcontrol import CallKind, CallOrder, CallQuery, CallStatus, CallType, CrmControl
 
-__all__ = ["Call", "CallDetail", "CallLeg", "CallPage", "LinkedRecord", "include_crm",
-           "router"]
+__all__ = ["Call", "CallDetail", "CallLeg", "CallPage", "CallUpdate", "LinkedRecord", "Who",
+           "WhoRef", "include_crm", "router"]
 
 _VIEW = ConfigDict(from_attributes=True, frozen=True)
+_INPUT = ConfigDict(extra="forbid", frozen=True)
 
 _RANGE: Responses = {
     400: {"model": Error, "description": "An empty date or duration range"},
@@ -36,6 +42,23 @@ _RANGE: Responses = {
 _NO_CALL: Responses = {
     404: {"model": Error, "description": "No call with this id, or no recording for it"},
 }
+_ANNOTATE: Responses = {
+    403: {"model": Error, "description": "An agent's key and a call another user owns"},
+    404: {"model": Error, "description": "No call with this id"},
+    422: {"model": Error, "description": "A malformed body, or a contact or lead that does "
+                                         "not exist (named in the reason)"},
+}
+
+
+class Who(BaseModel):
+    """The contact or lead a call is about."""
+
+    model_config = _VIEW
+
+    kind: Literal["contact", "lead"]
+    id: str
+    name: str | None = Field(description="First and last name, else the company; null if the "
+                                         "record no longer exists.")
 
 
 class Call(BaseModel):
@@ -76,6 +99,26 @@ class Call(BaseModel):
     queue_rule: str | None
     callback_number: str | None
     callback_attempts: int
+    call_type: CallType = Field(
+        description="inbound, outbound, missed (inbound or internal, nobody answered) or "
+                    "internal.")
+    status: CallStatus = Field(description="in_progress or completed.")
+    subject: str | None = Field(
+        description="Given by the PBX when the call ends (\"Inbound call from Ichiro "
+                    "Tanaka\"), unless someone wrote one.")
+    owner: str | None = Field(
+        description="The user the call belongs to: who answered it, who placed an outbound "
+                    "call, whom a missed call was for.")
+    who: Who | None = Field(
+        description="The contact (else lead) of the other party's number, or the record "
+                    "someone linked the call to.")
+    purpose: str | None
+    result: str | None
+    description: str | None
+    cost: float | None = Field(description="Filled by imports and the CRM; the PBX has no "
+                                           "tariffs.")
+    revision: int = Field(description="1, and one more at every change after the call ended "
+                                      "and at every annotation (the call.updated event).")
 
 
 class CallPage(BaseModel):
@@ -90,8 +133,10 @@ class CallPage(BaseModel):
 
 
 class CallLeg(BaseModel):
-    """A leg of the call: the caller's into the PBX, the one out to the phone that answered
-    (or rang), and the one to whom the call was transferred."""
+    """A leg of the call: a phone or number it was offered to (ring-group members, queue
+    offers, the phone a transfer handed it to, callback attempts). A record from before the
+    PBX kept legs shows a summary instead, without ``id`` and ``kind``: the caller's leg into
+    the PBX, the one out to the phone that answered (or rang), and the transfer's."""
 
     model_config = _VIEW
 
@@ -101,6 +146,15 @@ class CallLeg(BaseModel):
     user: str | None
     answered_at: UtcDatetime | None
     ended_at: UtcDatetime | None
+    id: str | None = None
+    kind: str | None = Field(default=None,
+                             description="ring, queue, transfer, callback or outside.")
+    started_at: UtcDatetime | None = None
+    result: str | None = Field(
+        default=None, description="answered, no_answer, busy, rejected, cancelled (the caller "
+                                  "gave up), elsewhere (answered on another leg) or failed.")
+    sip_code: int | None = None
+    queue: str | None = None
 
 
 class LinkedRecord(BaseModel):
@@ -124,6 +178,30 @@ class CallDetail(BaseModel):
     call: Call
     legs: list[CallLeg]
     records: list[LinkedRecord]
+
+
+class WhoRef(BaseModel):
+    """A contact or lead to link a call to."""
+
+    model_config = _INPUT
+
+    kind: Literal["contact", "lead"]
+    id: str = Field(min_length=1, max_length=36)
+
+
+class CallUpdate(BaseModel):
+    """Annotations of a call: only the fields given change; null clears one (a null subject
+    gives back the PBX's own, ``who: null`` unlinks the call)."""
+
+    model_config = _INPUT
+
+    subject: str | None = Field(default=None, min_length=1, max_length=255)
+    purpose: str | None = Field(default=None, max_length=64,
+                                examples=["support"])
+    result: str | None = Field(default=None, max_length=4000)
+    description: str | None = Field(default=None, max_length=4000)
+    cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    who: WhoRef | None = None
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -151,10 +229,17 @@ async def call_query(
     max_duration: Annotated[float | None, Query(
         ge=0, description="Talk time of at most this many seconds.")] = None,
     queue: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    call_type: Annotated[CallType | None, Query(
+        description="The record's type: inbound, outbound, missed or internal (a missed call "
+                    "is not inbound).")] = None,
+    owner: Annotated[str | None, Query(
+        min_length=1, max_length=64, description="A user id: the calls they own.")] = None,
+    status: Annotated[CallStatus | None, Query(
+        description="in_progress or completed.")] = None,
 ) -> CallQuery:
     """Dependency: the call filters of the query string."""
     return CallQuery(kind, agent, number, _utc(started_from), _utc(started_to), min_duration,
-                     max_duration, queue)
+                     max_duration, queue, call_type, owner, status)
 
 
 Filters = Annotated[CallQuery, Depends(call_query)]
@@ -207,6 +292,20 @@ async def export_calls_csv(caller: AuthCaller, crm: Crm, query: Filters,
 async def get_call(call_id: CallId, caller: AuthCaller, crm: Crm) -> CallDetail:
     """The call with its legs and the contacts and leads of the other party's number."""
     return CallDetail.model_validate(await answer(crm.get_call(call_id)))
+
+
+@router.patch("/calls/{call_id}", tags=["calls"], summary="Annotate a call",
+              responses=_ANNOTATE)
+async def update_call(call_id: CallId, body: CallUpdate, caller: AuthCaller,
+                      crm: Crm) -> CallDetail:
+    """Change the fields given. A change raises the call's ``revision`` and goes to the
+    webhooks as ``call.updated``; sending what the call has already changes nothing."""
+    changes: dict[str, object] = {name: getattr(body, name) for name in body.model_fields_set}
+    if body.who is not None:
+        changes["who"] = (body.who.kind, body.who.id)
+    detail = await answer(crm.annotate_call(call_id, changes, user=caller.user,
+                                            any_call=caller.supervises))
+    return CallDetail.model_validate(detail)
 
 
 @router.get(

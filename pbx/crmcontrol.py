@@ -8,8 +8,9 @@ client chunk by chunk, so memory holds one batch whatever the size of the export
 files are served only from inside the recordings directory.
 
 Errors carry their HTTP answer (:class:`CrmRequestError.status_code`): the store's
-``ValueError`` (bad number, field or cursor) is 422, its ``LookupError`` (unknown id) 404, and
-an impossible range asked for here 400.
+``ValueError`` (bad number, field or cursor) is 422, its ``LookupError`` (unknown id) 404, its
+``PermissionError`` (a call the key's user may not annotate) 403, and an impossible range
+asked for here 400.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ from typing import Any, Final, Literal, ParamSpec, Protocol, TypeVar
 
 __all__ = [
     "CSV_COLUMNS", "CallDetailView", "CallKind", "CallOrder", "CallPageView", "CallQuery",
-    "CrmControl", "CrmRequestError", "CrmStore", "InvalidInput", "NotFound", "RecordKind",
-    "RecordingFile", "UnusableRange",
+    "CallStatus", "CallType", "CrmControl", "CrmRequestError", "CrmStore", "Forbidden",
+    "InvalidInput", "NotFound", "RecordKind", "RecordingFile", "UnusableRange",
 ]
 
 logger = logging.getLogger(__name__)
 
 CallKind = Literal["inbound", "outbound", "internal", "missed"]
+CallType = Literal["inbound", "outbound", "missed", "internal"]
+CallStatus = Literal["in_progress", "completed"]
 CallOrder = Literal["newest", "oldest"]
 RecordKind = Literal["contact", "lead"]
 
@@ -50,7 +53,8 @@ CSV_COLUMNS: Final = (
     "answered_by", "duration", "ring_seconds", "disposition", "hangup_cause", "hangup_by",
     "sip_code", "has_recording", "recording_seconds", "transferred_to", "transfers", "keys",
     "queue", "queue_result", "queue_wait", "queue_rule", "callback_number",
-    "callback_attempts", "sip_call_id",
+    "callback_attempts", "sip_call_id", "call_type", "status", "subject", "owner", "who_kind",
+    "who_id", "who_name", "purpose", "result", "description", "cost", "revision",
 )
 """The columns of the CSV export, in order (its header row)."""
 
@@ -82,6 +86,12 @@ class NotFound(CrmRequestError):
     status_code = 404
 
 
+class Forbidden(CrmRequestError):
+    """The key's user may not change this (an agent, a call someone else owns)."""
+
+    status_code = 403
+
+
 @dataclass(frozen=True, slots=True)
 class CallQuery:
     """The calls a request asks for; None means any. Times are naive UTC."""
@@ -94,6 +104,9 @@ class CallQuery:
     min_duration: float | None = None
     max_duration: float | None = None
     queue: str | None = None
+    call_type: CallType | None = None
+    owner: str | None = None
+    status: CallStatus | None = None
 
     def check(self) -> None:
         """Raise :class:`UnusableRange` for a date or duration range that holds nothing."""
@@ -147,6 +160,12 @@ class CrmStore(Protocol):
                    order: CallOrder, count: bool) -> CallPageView: ...
 
     def get_call(self, call_id: str) -> CallDetailView: ...
+
+    def annotate_call(self, call_id: str, changes: Mapping[str, object], *,
+                      user: str | None, any_call: bool) -> CallDetailView:
+        """Write ``changes`` (subject, purpose, result, description, cost, who as a
+        ``(kind, id)`` pair) on the call; unless ``any_call``, only a call of ``user`` or of
+        nobody (``PermissionError`` otherwise)."""
 
     def iter_calls(self, flt: CallQuery, *, order: CallOrder,
                    batch: int) -> Generator[Sequence[Mapping[str, Any]], None, None]:
@@ -210,6 +229,8 @@ class CrmControl:
             raise NotFound(str(exc)) from exc
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
+        except PermissionError as exc:
+            raise Forbidden(str(exc)) from exc
 
     async def list_calls(self, query: CallQuery, *, limit: int, cursor: str | None = None,
                          order: CallOrder = "newest", count: bool = False) -> CallPageView:
@@ -221,6 +242,14 @@ class CrmControl:
     async def get_call(self, call_id: str) -> CallDetailView:
         """One call with its legs and the CRM records of the other party's number."""
         return await self._run(self._store.get_call, call_id)
+
+    async def annotate_call(self, call_id: str, changes: Mapping[str, object], *,
+                            user: str | None, any_call: bool) -> CallDetailView:
+        """Annotate the call (one transaction with its ``call.updated`` webhook event); the
+        call as :meth:`get_call` gives it. An agent's key passes its user and ``any_call``
+        false: it may annotate its own user's calls and calls nobody owns."""
+        return await self._run(self._store.annotate_call, call_id, changes, user=user,
+                               any_call=any_call)
 
     async def calls_csv(self, query: CallQuery, *,
                         order: CallOrder = "newest") -> AsyncGenerator[bytes, None]:

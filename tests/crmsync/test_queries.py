@@ -114,6 +114,23 @@ def test_number_searches_go_through_the_indexes(sqlite_engine: Engine) -> None:
                                                      number="0081312345678")] == ["A"]
 
 
+def test_owner_filter_goes_through_its_index(sqlite_engine: Engine) -> None:
+    seed(sqlite_engine, 10, answered_by="alice")
+    conditions = queries.call_conditions(CallFilter(owner="alice", call_type="inbound",
+                                                    status="completed"), "JP")
+    owner_plan = plan(sqlite_engine, select(Call.id).where(*conditions))
+    assert "ix_calls_owner" in owner_plan and "SCAN calls" not in owner_plan
+    with Session(sqlite_engine) as s:
+        page = list_calls(s, CallFilter(owner="alice", call_type="inbound"), region="JP")
+        assert len(page.items) == 10
+        assert {(item["owner"], item["call_type"], item["who"]) for item in page.items} == {
+            ("alice", "inbound", None)}
+        with pytest.raises(ContactError, match="unknown call_type 'lost'"):
+            list_calls(s, CallFilter(call_type="lost"), region="JP")  # type: ignore[arg-type]
+        with pytest.raises(ContactError, match="unknown status 'done'"):
+            list_calls(s, CallFilter(status="done"), region="JP")  # type: ignore[arg-type]
+
+
 def test_pages_by_keyset_with_shared_start_times(engine: Engine) -> None:
     ids = set(seed(engine, 25))  # three calls per second: ties everywhere
     with Session(engine) as s:
@@ -173,9 +190,10 @@ def test_one_call_its_legs_records_and_users(engine: Engine) -> None:
         detail = get_call(s, call_id, region="JP")
         assert detail.recording_path == "/r/a.wav" and "recording_path" not in detail.call
         assert detail.call["has_recording"] is True and detail.call["missed"] is False
-        assert [(leg.role, leg.number, leg.user) for leg in detail.legs] == [
-            ("caller", "0312345678", None), ("callee", "+81355550000", "bob"),
-            ("transfer", None, "carol")]
+        # A record without stored legs: the summary of the record (legs without an id).
+        assert [(leg.role, leg.number, leg.user, leg.id) for leg in detail.legs] == [
+            ("caller", "0312345678", None, None), ("callee", "+81355550000", "bob", None),
+            ("transfer", None, "carol", None)]
         assert [r.id for r in detail.records] == [contact]
         assert detail.participants == {"alice", "bob", "carol"}
         with pytest.raises(RecordNotFound, match="no call with id 'nope'"):

@@ -237,6 +237,14 @@ async def test_each_filter_finds_exactly_its_calls(api: Api) -> None:
                                                                  c.in_progress}
     assert await api.ids(type="inbound", agent="alice", number="03-1234-5678",
                          queue="support", min_duration=1) == {c.answered_in}
+    # The record's own type, status and owner (worked out from what the rows hold).
+    assert await api.ids(call_type="inbound") == {c.answered_in, c.in_progress}
+    assert await api.ids(call_type="missed") == {c.missed_in, c.cancelled, c.abandoned}
+    assert await api.ids(call_type="outbound") == {c.outbound, c.outbound_unanswered}
+    assert await api.ids(status="in_progress") == {c.in_progress}
+    assert await api.ids(owner="alice") == {c.answered_in}
+    assert await api.ids(owner="bob") == {c.outbound, c.internal}
+    assert await api.ids(owner="carol", call_type="missed") == {c.missed_in}
 
 
 @pytest.mark.asyncio
@@ -273,6 +281,8 @@ async def test_bad_filters_are_refused_with_the_reason(api: Api) -> None:
     assert "max_duration" in error_of(await api.get("/calls", params={"max_duration": -1}),
                                       422)
     assert "limit" in error_of(await api.get("/calls", params={"limit": 501}), 422)
+    assert "call_type" in error_of(await api.get("/calls", params={"call_type": "lost"}), 422)
+    assert "status" in error_of(await api.get("/calls", params={"status": "done"}), 422)
     assert "cursor" in error_of(await api.get("/calls", params={"cursor": "not-a-cursor"}),
                                 422)
     # The CSV export checks the same filters before it starts.
@@ -331,6 +341,9 @@ async def test_one_call_with_its_legs_and_the_records_of_its_number(api: Api) ->
     assert body["call"]["started_at"] == "2026-11-02T09:00:00Z"
     assert body["call"]["missed"] is False and body["call"]["has_recording"] is False
     assert "recording_path" not in body["call"]
+    assert (body["call"]["call_type"], body["call"]["status"], body["call"]["owner"],
+            body["call"]["subject"], body["call"]["who"], body["call"]["revision"]) == (
+        "inbound", "completed", "alice", "Inbound call from Hanako Yamada", None, 1)
     assert [(leg["role"], leg["number"], leg["user"]) for leg in body["legs"]] == [
         ("caller", "+81312345678", None), ("callee", "+81355550000", "alice")]
     assert [(r["kind"], r["id"]) for r in body["records"]] == [("contact", contact),
@@ -390,6 +403,8 @@ async def test_csv_export_holds_every_filtered_call_not_a_page(api: Api) -> None
     assert last["from_name"] == "'=HYPERLINK(\"http://evil.example\",\"x\")"
     assert (last["duration"], last["missed"], last["has_recording"], last["queue"]) == \
         ("12.5", "false", "false", "")
+    assert (last["call_type"], last["status"], last["owner"], last["who_name"],
+            last["revision"]) == ("inbound", "completed", "alice", "", "1")
     oldest_first = await api.get("/calls.csv", params={"type": "inbound", "order": "oldest",
                                                        "number": "+81312345678"})
     assert [row[0] for row in csv.reader(io.StringIO(oldest_first.text))][1:] == wanted
@@ -532,6 +547,7 @@ async def test_the_openapi_document_names_every_operation(api: Api) -> None:
     assert operations["get_call"] == ("get", "/api/v1/calls/{call_id}")
     assert operations["export_calls_csv"] == ("get", "/api/v1/calls.csv")
     assert operations["get_recording"] == ("get", "/api/v1/calls/{call_id}/recording")
+    assert operations["update_call"] == ("patch", "/api/v1/calls/{call_id}")
     for kind in ("contact", "lead"):
         assert operations[f"create_{kind}"] == ("post", f"/api/v1/{kind}s")
         assert operations[f"search_{kind}s"] == ("get", f"/api/v1/{kind}s")
@@ -539,5 +555,5 @@ async def test_the_openapi_document_names_every_operation(api: Api) -> None:
         assert operations[f"update_{kind}"] == ("patch", f"/api/v1/{kind}s/{{{kind}_id}}")
     params = {p["name"] for p in doc["paths"]["/api/v1/calls"]["get"]["parameters"]}
     assert {"type", "agent", "number", "from", "to", "min_duration", "max_duration", "queue",
-            "limit", "cursor", "order", "count"} <= params
+            "call_type", "owner", "status", "limit", "cursor", "order", "count"} <= params
     assert "text/csv" in doc["paths"]["/api/v1/calls.csv"]["get"]["responses"]["200"]["content"]
