@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import phonenumbers
+from phonenumbers import PhoneNumberFormat as PNF
 from sqlalchemy import Engine, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .contacts import normalise
-from .models import AuditEntry, Call, PhoneNumber
+from .models import AuditEntry, Call, Contact, Lead, OutboxEvent, PhoneNumber, ScheduledCall
 from .queries import number_forms
 
 __all__ = [
@@ -52,6 +56,10 @@ class Erasure:
     """Calls left alone because they are under a legal hold."""
     phone_numbers: int
     """Contact and lead phone numbers removed."""
+    events: int = 0
+    """Stored webhook events of those calls whose payloads were scrubbed of the number."""
+    scheduled_calls: int = 0
+    """Scheduled calls with the number (anonymised; those still to come cancelled)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +123,20 @@ def erase_number(session: Session, number: str, region: str, actor: str,
     held = session.scalar(select(func.count()).select_from(Call)
                           .where(matches, Call.legal_hold.is_(True))) or 0
     rows = session.execute(select(Call.id, Call.recording_path, Call.from_number,
-                                  Call.to_number)
+                                  Call.to_number, Call.from_name)
                            .where(matches, Call.legal_hold.is_(False))).all()
     paths = [str(r[1]) for r in rows if r[1]]
     stamp = _now(now)
-    for call_id, path, from_number, to_number in rows:
+    # Every written form of the number, and the names callers from it gave, go from whatever
+    # else holds them: stored webhook payloads, scheduled calls, names made from the number.
+    numbers = set(forms) | {e164}
+    names = {r[4] for r in rows if r[2] in forms and r[4] and len(r[4]) > 2}
+    scrub = _scrubber(numbers | names, e164, region)
+    events = _scrub_outbox(session, [r[0] for r in rows], scrub)
+    scheduled = _erase_scheduled(session, e164, scrub, stamp)
+    # Only the number itself: a contact's name is the CRM's, not something the call brought.
+    _scrub_names(session, e164, _scrubber(numbers, e164, region))
+    for call_id, path, from_number, to_number, _name in rows:
         values: dict[str, object] = {"callback_number": None}
         if from_number in forms:
             values.update(from_number=ERASED, from_name="")
@@ -131,11 +148,95 @@ def erase_number(session: Session, number: str, region: str, actor: str,
         session.execute(update(Call).where(Call.id == call_id).values(**values))
     removed = session.execute(delete(PhoneNumber).where(PhoneNumber.number_e164 == e164))
     result = Erasure(e164, len(rows), len(paths), int(held),
-                     int(removed.rowcount or 0))  # type: ignore[attr-defined]
+                     int(removed.rowcount or 0),  # type: ignore[attr-defined]
+                     events, scheduled)
     _audit(session, actor, "erase_number", e164, {
         "calls": result.calls, "recordings": result.recordings, "held": result.held,
-        "phone_numbers": result.phone_numbers}, now)
+        "phone_numbers": result.phone_numbers, "events": events,
+        "scheduled_calls": scheduled}, now)
     return result, paths
+
+
+def _scrubber(secrets: set[str], e164: str, region: str) -> Callable[[str], str]:
+    """A function replacing every secret in a text with ``erased`` (longest first, so that a
+    number's national form inside its E.164 form is not left half done), and the number
+    written any other way (``+81 90-1234-5678``, found by phonenumbers' matcher)."""
+    pattern = re.compile("|".join(re.escape(s) for s in sorted(secrets, key=len, reverse=True)))
+
+    def scrub(text: str) -> str:
+        text = pattern.sub(ERASED, text)
+        if not any(ch.isdigit() for ch in text):
+            return text
+        spans = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region)
+                 if phonenumbers.format_number(m.number, PNF.E164) == e164]
+        for start, end in reversed(spans):
+            text = text[:start] + ERASED + text[end:]
+        return text
+
+    return scrub
+
+
+def _scrub_json(value: Any, scrub: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, list):
+        return [_scrub_json(v, scrub) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub_json(v, scrub) for k, v in value.items()}
+    return value
+
+
+def _scrub_outbox(session: Session, call_ids: Sequence[str],
+                  scrub: Callable[[str], str]) -> int:
+    """Scrub the stored events of the calls (delivered or waiting: a delivery still to go out
+    then carries the anonymised call, and none kept for replay carries the number)."""
+    changed = 0
+    for start in range(0, len(call_ids), BATCH):
+        chunk = list(call_ids[start:start + BATCH])
+        for outbox_id, payload in session.execute(
+                select(OutboxEvent.id, OutboxEvent.payload)
+                .where(OutboxEvent.call_id.in_(chunk))).all():
+            try:
+                body = json.loads(payload)
+            except ValueError:
+                body = None
+            fresh = json.dumps(_scrub_json(body, scrub), separators=(",", ":"),
+                               ensure_ascii=False) if body is not None else scrub(payload)
+            if fresh != payload:
+                session.execute(update(OutboxEvent).where(OutboxEvent.id == outbox_id)
+                                .values(payload=fresh))
+                changed += 1
+    return changed
+
+
+def _erase_scheduled(session: Session, e164: str, scrub: Callable[[str], str],
+                     now: datetime) -> int:
+    """Scheduled calls with the number: the number and its mentions go; one still to come is
+    cancelled (nobody can call an erased number)."""
+    found = session.scalars(select(ScheduledCall).where(ScheduledCall.number == e164)).all()
+    for call in found:
+        call.number = ERASED
+        call.subject = scrub(call.subject)
+        call.description = scrub(call.description)
+        call.result = scrub(call.result)
+        if call.status == "scheduled":
+            call.status = "cancelled"
+            call.result = "the number was erased"
+        call.updated_at = now
+    return len(found)
+
+
+def _scrub_names(session: Session, e164: str, scrub: Callable[[str], str]) -> None:
+    """Contacts and leads with the number whose names were made of it (a lead the PBX created
+    for an unknown caller is named after the caller)."""
+    for kind, model in (("contact", Contact), ("lead", Lead)):
+        ids = select(PhoneNumber.record_id).where(PhoneNumber.owner_kind == kind,
+                                                  PhoneNumber.number_e164 == e164)
+        for record in session.scalars(select(model).where(model.id.in_(ids))).all():
+            for name in ("first_name", "last_name", "company"):
+                value = getattr(record, name)
+                if value and scrub(value) != value:
+                    setattr(record, name, scrub(value))
 
 
 def _audit(session: Session, actor: str, action: str, target: str,

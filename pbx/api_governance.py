@@ -51,6 +51,10 @@ class ErasureResult(BaseModel):
     recordings: int
     held: int
     phone_numbers: int
+    events: int = Field(0, description="Stored webhook events of those calls scrubbed of the "
+                        "number and the caller's name.")
+    scheduled_calls: int = Field(0, description="Scheduled calls with the number: anonymised, "
+                                 "those still to come cancelled.")
 
 
 class AuditEntry(BaseModel):
@@ -104,7 +108,9 @@ async def erase(request: Request, caller: AuthCaller, body: ErasureRequest) -> E
         raise HTTPException(422, str(exc)) from None
     return ErasureResult(number=result.number, calls=result.calls,
                          recordings=result.recordings, held=result.held,
-                         phone_numbers=result.phone_numbers)
+                         phone_numbers=result.phone_numbers,
+                         events=getattr(result, "events", 0),
+                         scheduled_calls=getattr(result, "scheduled_calls", 0))
 
 
 @router.get("/audit", response_model=list[AuditEntry], summary="The audit log")

@@ -3,6 +3,7 @@ log; files are deleted only after the rows changed, and only inside the recordin
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -11,9 +12,9 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from crmsync.contacts import create_contact
+from crmsync.contacts import create_contact, create_lead
 from crmsync.governance import Governance, GovernanceError
-from crmsync.models import Base, Call, PhoneNumber
+from crmsync.models import Base, Call, Lead, OutboxEvent, PhoneNumber, ScheduledCall
 
 NOW = datetime(2026, 11, 21, 12, 0, 0)
 
@@ -86,9 +87,48 @@ def test_erasure_by_number_in_any_form(store: tuple[Governance, Path, object]) -
     [entry] = gov.audit()
     assert (entry.actor, entry.action, entry.target) == ("admin-key", "erase_number",
                                                         "+819012345678")
-    assert entry.details == {"calls": 2, "held": 1, "phone_numbers": 1, "recordings": 2}
+    assert entry.details == {"calls": 2, "held": 1, "phone_numbers": 1, "recordings": 2,
+                             "events": 0, "scheduled_calls": 0}
     with pytest.raises(GovernanceError):
         gov.erase("not a number", "admin-key")
+
+
+def test_erasure_leaves_the_number_nowhere_else(store: tuple[Governance, Path, object]) -> None:
+    """Stored webhook payloads, scheduled calls and a lead named after the number lose it too;
+    a scheduled call to it is cancelled; other calls' events are left alone."""
+    gov, folder, engine = store
+    with Session(engine) as s, s.begin():  # type: ignore[call-overload]
+        mine = _call(s, folder, started=NOW, from_number="+819012345678")
+        mine.from_name = "Ichiro Tanaka"
+        other = _call(s, folder, started=NOW, from_number="+819099999999")
+        for n, call in enumerate((mine, other)):
+            payload = {"event": "call.ended", "call": {
+                "id": call.id, "from_number": call.from_number, "from_name": call.from_name,
+                "subject": f"Inbound call from {call.from_name} ({call.from_number})"},
+                "legs": [{"number": "09012345678"}]}
+            s.add(OutboxEvent(event="call.ended", call_id=call.id, idempotency_key=f"k{n}",
+                              payload=json.dumps(payload), created_at=NOW))
+        for status in ("scheduled", "completed"):
+            s.add(ScheduledCall(id=str(uuid.uuid4()), subject="Call back +81 90-1234-5678",
+                                direction="outbound", number="+819012345678", owner="alice",
+                                start_at=NOW, status=status, description="re 090-1234-5678",
+                                result="", created_at=NOW, updated_at=NOW))
+        create_lead(s, first_name="090-1234-5678", phones=[("+819012345678", "")],
+                    region="JP")
+        mine_id = mine.id
+    result = gov.erase("+81 90 1234 5678", "admin-key")
+    assert (result.events, result.scheduled_calls) == (1, 2)
+    with Session(engine) as s:  # type: ignore[call-overload]
+        bodies = {o.call_id: o.payload for o in s.scalars(select(OutboxEvent))}
+        scheduled = s.scalars(select(ScheduledCall)).all()
+        [lead] = s.scalars(select(Lead)).all()
+    assert "1234" not in bodies[mine_id] and "Tanaka" not in bodies[mine_id]
+    assert json.loads(bodies[mine_id])["call"]["subject"] == "Inbound call from erased (erased)"
+    assert "+819099999999" in next(b for c, b in bodies.items() if c != mine_id)
+    assert sorted(c.status for c in scheduled) == ["cancelled", "completed"]
+    for call in scheduled:
+        assert call.number == "erased" and "1234" not in call.subject + call.description
+    assert lead.first_name == "erased"
 
 
 def test_legal_hold_is_audited_and_needs_a_call(store: tuple[Governance, Path, object]) -> None:
