@@ -6,14 +6,18 @@ The file has a header row naming its columns (any order, any case):
 any form a person writes), ``start`` (ISO 8601 or ``YYYY-MM-DD HH:MM``; a time without a zone
 is in the import's time zone), ``duration`` (seconds), ``agent`` (user id), ``description``,
 ``status`` (completed, scheduled or cancelled; ``scheduled`` for type scheduled, otherwise
-``completed``). ``type``, ``number`` and ``start`` are required.
+``completed``), ``purpose``, ``result`` and ``cost`` (a number). ``type``, ``number`` and
+``start`` are required.
 
 * A completed inbound, outbound or missed call must have started in the past; it becomes a row
   of ``calls`` whose ``sip_call_id`` is ``import:<file>:<line>`` (so imported records are told
-  apart from the calls the PBX carried), with hang-up cause ``imported``.
+  apart from the calls the PBX carried), with hang-up cause ``imported``, the CRM fields of a
+  call the PBX carried (type, status, the agent as owner, the contact or else lead of its
+  number), and the subject, purpose, result, description and cost of the file (without a
+  subject, the PBX's own: "Inbound call from Ichiro Tanaka").
 * A scheduled call (type scheduled, or inbound/outbound with status scheduled) must start in the
   future, and a scheduled or cancelled one needs an agent, its owner; it becomes a row of
-  ``scheduled_calls``.
+  ``scheduled_calls`` (which has a result but no purpose or cost).
 
 Every row is checked before anything is written. If any is bad, :class:`ImportRejected` lists
 every problem with its line in the file (the header is line 1), column and reason, and nothing
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 import uuid
 import zipfile
@@ -37,6 +42,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Engine, insert
 from sqlalchemy.orm import Session
 
+from . import callfields
+from .callstore import PURPOSE_LENGTH, find_links
 from .contacts import normalise
 from .models import Call, ScheduledCall
 from .scheduled import OWNER_LENGTH, SUBJECT_LENGTH, TEXT_LENGTH, ScheduledError, check_text, utc
@@ -54,7 +61,7 @@ MAX_ROWS: Final = 50_000
 """The most calls one file may hold."""
 MAX_DURATION: Final = 7 * 24 * 3600
 COLUMNS: Final = ("subject", "type", "number", "start", "duration", "agent", "description",
-                  "status")
+                  "status", "purpose", "result", "cost")
 _REQUIRED: Final = ("type", "number", "start")
 _TYPES: Final = ("inbound", "outbound", "missed", "scheduled")
 _STATUSES: Final = ("completed", "scheduled", "cancelled")
@@ -227,6 +234,18 @@ def _long_text(value: str, what: str) -> str:
     return check_text(value, what, TEXT_LENGTH, lines=True)
 
 
+def _cost(cell: Any) -> float | None:
+    if cell is None or (isinstance(cell, str) and not cell.strip()):
+        return None
+    try:
+        cost = float(cell)
+    except (TypeError, ValueError):
+        raise ScheduledError(f"{_text(cell)!r} is not a number") from None
+    if not math.isfinite(cost) or cost < 0:
+        raise ScheduledError("the cost must be a number of at least 0")
+    return cost
+
+
 def _duration(cell: Any) -> float:
     if cell is None or (isinstance(cell, str) and not cell.strip()):
         return 0.0
@@ -292,6 +311,15 @@ class _Checker:
                           OWNER_LENGTH)
         description = self.cell(line, "description", _long_text,
                                 _text(cells.get("description")), "description")
+        purpose = self.cell(line, "purpose", check_text, _text(cells.get("purpose")), "purpose",
+                            PURPOSE_LENGTH)
+        result = self.cell(line, "result", _long_text, _text(cells.get("result")), "result")
+        cost = self.cell(line, "cost", _cost, cells.get("cost"))
+        if status_ok and status != "completed":
+            for name, value in (("purpose", purpose), ("cost", cost)):
+                if value:
+                    self.problems.append(RowProblem(line, name, f"a {status} call has no "
+                                                                f"{name}; leave it empty"))
         if isinstance(start, datetime) and status_ok:
             shown = start.isoformat(timespec="minutes") + "Z"
             if status == "scheduled" and start <= self.now:
@@ -307,7 +335,8 @@ class _Checker:
         if len(self.problems) > before:
             return
         values = {"subject": subject, "agent": agent or None, "description": description,
-                  "number": e164, "start": start, "duration": duration}
+                  "number": e164, "start": start, "duration": duration, "purpose": purpose,
+                  "result": result, "cost": cost}
         if status == "completed":
             self.calls.append(self._call(line, kind, values))
         else:
@@ -334,7 +363,10 @@ class _Checker:
             "recording_path": None, "recording_seconds": None, "transferred_to": None,
             "transfers": 0, "keys": None, "queue": None, "queue_result": None,
             "queue_wait": None, "queue_rule": None, "callback_number": None,
-            "callback_attempts": 0,
+            "callback_attempts": 0, "call_type": kind, "status": "completed",
+            "owner": agent, "subject": v["subject"] or None, "who_kind": None, "who_id": None,
+            "purpose": v["purpose"] or None, "result": v["result"] or None,
+            "description": v["description"] or None, "cost": v["cost"], "revision": 1,
         }
 
     def _scheduled(self, kind: str, status: str, v: dict[str, Any]) -> dict[str, Any]:
@@ -343,7 +375,7 @@ class _Checker:
             "direction": "inbound" if kind == "inbound" else "outbound", "number": v["number"],
             "record_kind": None, "record_id": None, "owner": v["agent"],
             "start_at": v["start"], "reminder_at": None, "status": status,
-            "description": v["description"], "result": "", "created_at": self.now,
+            "description": v["description"], "result": v["result"], "created_at": self.now,
             "updated_at": self.now, "reminded_at": None,
         }
 
@@ -375,11 +407,24 @@ def import_calls(session: Session, data: bytes, fmt: FileFormat, *, filename: st
     if checker.problems:
         raise ImportRejected(checker.problems)
     if checker.calls:
+        _link(session, checker.calls)
         session.execute(insert(Call), checker.calls)
     if checker.scheduled:
         session.execute(insert(ScheduledCall), checker.scheduled)
     return ImportResult(len(checker.calls) + len(checker.scheduled), len(checker.calls),
                         len(checker.scheduled))
+
+
+def _link(session: Session, calls: list[dict[str, Any]]) -> None:
+    """Link each call to the contact (else lead) of its number, and give those without a
+    subject the PBX's own (naming the record)."""
+    links = find_links(session, {callfields.outside_number(c) or "" for c in calls} - {""})
+    for call in calls:
+        link = links.get(callfields.outside_number(call) or "")
+        if link is not None:
+            call["who_kind"], call["who_id"] = link.kind, link.id
+        if call["subject"] is None:
+            call["subject"] = callfields.subject(call, link.name if link else None)
 
 
 class CallImports:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from crmsync.callstore import annotate
 from crmsync.contacts import create_contact, create_lead
+from crmsync.imports import CallImports, ImportRejected
 from crmsync.models import Base, Call, CallLegRecord, Contact, OutboxEvent
 from crmsync.writer import CallRecordFolder
 from pbx.config_crm import Webhook
@@ -321,3 +322,41 @@ def test_rows_taken_back_after_a_restart(engine: Engine) -> None:
     assert [x["id"] for x in outbox(engine)["c1:call.ended"]["legs"]] == ["c1:1"]
     with Session(engine) as s:
         assert s.get(Contact, people["tanaka"]) is not None
+
+
+def test_imported_calls_get_the_fields_and_the_link(engine: Engine) -> None:
+    people = add_people(engine)
+    past = f"{datetime.now(UTC) - timedelta(days=30):%Y-%m-%d %H:%M}"
+    data = (
+        "type,number,start,duration,agent,subject,purpose,result,cost,description\r\n"
+        f"inbound,090-1234-5678,{past},65,alice,,support,solved,120.5,\r\n"
+        f"missed,03-1234-5678,{past},,bob,Call back ACME,,,,note\r\n"
+        f"outbound,+1 212 555 0100,{past},30,carol,,,,0,\r\n"
+    ).encode()
+    result = CallImports(engine, "JP").import_calls(data, "csv", filename="may.csv",
+                                                    timezone="Asia/Tokyo")
+    assert result.calls == 3
+    got = {r["sip_call_id"]: (r["call_type"], r["status"], r["owner"], r["subject"],
+                              r["who_kind"], r["who_id"], r["purpose"], r["result"], r["cost"],
+                              r["description"], r["revision"])
+           for r in rows(engine).values()}
+    assert got == {
+        "import:may.csv:2": ("inbound", "completed", "alice", "Inbound call from Ichiro Tanaka",
+                             "contact", people["tanaka"], "support", "solved", 120.5, None, 1),
+        "import:may.csv:3": ("missed", "completed", "bob", "Call back ACME", "lead",
+                             people["acme"], None, None, None, "note", 1),
+        "import:may.csv:4": ("outbound", "completed", "carol", "Outbound call to +12125550100",
+                             None, None, None, None, 0.0, None, 1),
+    }
+    bad = (
+        "type,number,start,agent,cost,purpose\r\n"
+        f"inbound,0312345678,{past},alice,-3,\r\n"
+        "scheduled,0312345678,2099-01-01 10:00,alice,5,sales\r\n"
+    ).encode()
+    with pytest.raises(ImportRejected) as raised:
+        CallImports(engine, "JP").import_calls(bad, "csv", filename="bad.csv")
+    assert [(p.line, p.column, p.reason) for p in raised.value.problems] == [
+        (2, "cost", "the cost must be a number of at least 0"),
+        (3, "purpose", "a scheduled call has no purpose; leave it empty"),
+        (3, "cost", "a scheduled call has no cost; leave it empty"),
+    ]
