@@ -20,36 +20,59 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.pbx_process import ROOT, PbxProcess, config_text
+from tests.integration.test_queue_callback import (
+    CARRIER,
+    CUSTOMER_E164,
+    PROVIDER_PORT,
+    agent,
+    carrier_call,
+    provider,
+    waiting_callback,
+)
 from tests.integration.test_ring_groups import USERS
+from tests.integration.test_sipp_calls import SIPP_AUTH
+from tests.integration.test_sipp_edge import _why
 from tests.peers.phone_driver import Phone
 from tests.peers.ports import free_port
+from tests.peers.sipp import run_sipp, start_sipp
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-ROUTING = """\
+ROUTING = f"""\
 dialplan:
   region: JP
+  outbound: [carrier]
+trunks:
+  - {{name: carrier, host: {CARRIER}, port: {PROVIDER_PORT}, number_format: national,
+     from_domain: carrier.example}}
 numbers:
   - number: "03-1234-5601"
     type: local
-    route: {ring_group: everyone}
+    route: {{ring_group: everyone}}
   - number: "03-1234-5602"
     type: local
-    route: {ring_group: in_turn}
+    route: {{ring_group: in_turn}}
   - number: "03-1234-5603"
     type: local
-    route: {queue: desk}
+    route: {{queue: desk}}
+  - number: "03-1234-5604"
+    type: local
+    route: {{queue: later}}
 ring_groups:
-  everyone: {members: [bob, carol, dave], strategy: simultaneous, ring_seconds: 15}
-  in_turn: {members: [bob, carol, dave], strategy: sequential, ring_seconds: 2}
+  everyone: {{members: [bob, carol, dave], strategy: simultaneous, ring_seconds: 15}}
+  in_turn: {{members: [bob, carol, dave], strategy: sequential, ring_seconds: 2}}
 queues:
+  later:
+    members: [erin]
+    callback_key: "9"
+    ring_timeout: 10s
   desk:
     members: [bob, carol, dave]
     strategy: longest_idle
@@ -57,6 +80,8 @@ queues:
     retry: 1s
     max_missed: 10
 """
+CALLER_IDS = {"alice": '    caller_id: "+81312345601"\n',
+              "erin": '    caller_id: "+81312345604"\n'}
 
 #: Run in the PBX's process before ``pbx run``: every call-record event the call path emits
 #: is appended to $PBX_RECORD_TAP (one JSON line each), then passed on unchanged.
@@ -105,8 +130,8 @@ def run_tapped_pbx(workdir: Path, tap: Path, extra_top: str) -> Iterator[PbxProc
     workdir.mkdir(parents=True, exist_ok=True)
     port, http_port = free_port(), free_port()
     cfg = workdir / "pbx.yaml"
-    cfg.write_text(config_text(port, workdir, users=USERS, extra_top=extra_top,
-                               http_port=http_port))
+    cfg.write_text(config_text(port, workdir, SIPP_AUTH, users=USERS, extra_top=extra_top,
+                               user_extra=CALLER_IDS, http_port=http_port))
     env = dict(os.environ, PYTHONUNBUFFERED="1", PBX_RECORD_TAP=str(tap))
     proc = subprocess.Popen(
         [sys.executable, "-c", _TAPPED, "run", "--config", str(cfg),
@@ -142,6 +167,16 @@ class Tap:
     def mark(self) -> int:
         return len(self.all())
 
+    async def wait(self, since: int, found: Callable[[list[dict[str, Any]]], bool],
+                   timeout: float = 15.0) -> list[dict[str, Any]]:
+        """The events after event ``since`` once ``found`` says they hold what is awaited."""
+        deadline = time.monotonic() + timeout
+        while not found(events := self.all()[since:]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never came: {events}")
+            await asyncio.sleep(0.05)
+        return events
+
     async def ended_call(self, since: int, to_number: str, timeout: float = 15.0,
                          ) -> list[dict[str, Any]]:
         """The events of the call to ``to_number`` started after event ``since``, once it
@@ -162,7 +197,8 @@ class Tap:
 
 
 def legs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The call's CallLeg events, checked to come before its end, with unique ids."""
+    """The call's CallLeg events, checked to come before its (last) end, with ids of the
+    call."""
     ended = max(i for i, e in enumerate(events) if e["event"] == "CallEnded")
     found = [(i, e) for i, e in enumerate(events) if e["event"] == "CallLeg"]
     assert all(i < ended for i, _ in found), events
@@ -385,3 +421,62 @@ def _time(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text).timestamp()
+
+
+@pytest.mark.asyncio
+async def test_an_outside_call_is_a_leg_to_the_number(pbx_tap: tuple[PbxProcess, Tap]) -> None:
+    pbx, tap = pbx_tap
+    for scenario, outcome in (("uas_callback_provider.xml", ("answered", None)),
+                              ("uas_callback_provider_busy.xml", ("busy", 486))):
+        since = tap.mark()
+        far_end = await start_sipp(provider(scenario, timeout=20))
+        try:
+            async with phones(pbx, "alice") as p:
+                await p["alice"].dial(f"sip:0399998888@{pbx.address}")
+                if outcome[0] == "answered":
+                    await p["alice"].wait_for("established", timeout=10)
+                    await asyncio.sleep(0.3)
+                    await p["alice"].hangup()
+                await p["alice"].wait_for("closed", timeout=10)
+                events = await tap.ended_call(since, "+81399998888")
+        finally:
+            await far_end.stop()
+        [leg] = legs(events)
+        assert (leg["kind"], leg["user"], leg["number"]) == ("outside", None, "+81399998888")
+        assert (leg["result"], leg["sip_code"]) == outcome, leg
+
+
+@pytest.mark.asyncio
+async def test_a_callback_has_a_leg_for_the_agent_and_one_for_the_customer(
+        pbx_tap: tuple[PbxProcess, Tap], tmp_path: Path) -> None:
+    pbx, tap = pbx_tap
+    since = tap.mark()
+    customer = await start_sipp(provider("uas_callback_provider.xml"))
+    try:
+        # The caller asks to be called back at the number they call from, and hangs up.
+        asked = await run_sipp(carrier_call(pbx, tmp_path, "+81312345604"))
+        assert asked.ok, _why(asked, pbx=pbx)
+        await waiting_callback(pbx, "later")
+        # Erin's phone comes online: rung first, then the customer is dialled.
+        async with agent(pbx, "erin", "uas_callback_agent.xml", duration_ms=1000) as erin:
+            took = await erin.wait(40)
+        reached = await customer.wait(10)
+    finally:
+        await customer.stop()
+    assert took.ok and reached.ok, _why(took, reached, pbx=pbx)
+
+    def done(events: list[dict[str, Any]]) -> bool:
+        numbered = [i for i, e in enumerate(events) if e["event"] == "CallLeg"
+                    and e["number"] == CUSTOMER_E164]
+        return bool(numbered) and any(e["event"] == "CallEnded"
+                                      for e in events[numbered[0]:])
+
+    everything = await tap.wait(since, done)
+    call_id = next(e["call_id"] for e in everything if e["event"] == "CallStarted"
+                   and e["from_number"] == CUSTOMER_E164)
+    found = legs([e for e in everything if e.get("call_id") == call_id])
+    assert [(e["kind"], e["user"], e["number"], e["queue"], e["result"]) for e in found] == [
+        ("callback", "erin", None, "later", "answered"),
+        ("callback", None, CUSTOMER_E164, "later", "answered")]
+    assert [e["leg_id"] for e in found] == [f"{call_id}:1", f"{call_id}:2"]
+    assert all(e["ended_at"] is None for e in found)
