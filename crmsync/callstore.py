@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, Table, literal, select, union_all, update
+from sqlalchemy import Connection, Table, bindparam, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -77,31 +77,41 @@ class Link:
 # --- links ---------------------------------------------------------------------------------------
 
 
+def _links_query() -> Any:
+    selects = []
+    for rank, (kind, table) in enumerate(_records.items()):
+        selects.append(
+            select(_phones.c.number_e164.label("number"), literal(rank).label("rank"),
+                   table.c.id, table.c.first_name, table.c.last_name, table.c.company,
+                   table.c.updated_at, table.c.created_at)
+            .join(table, table.c.id == _phones.c.record_id)
+            .where(_phones.c.owner_kind == kind,
+                   _phones.c.number_e164.in_(bindparam("numbers", expanding=True)))
+        )
+    return union_all(*selects)
+
+
+_LINKS: Final = _links_query()
+
+
 def find_links(session: Session, numbers: Collection[str]) -> dict[str, Link]:
     """For each E.164 number that has one, the record it belongs to: a contact before a lead,
     and of several of a kind, the one updated last (as :class:`crmsync.lookup.CallerLookup`
     chooses). One query (per 500 numbers), through the index on ``number_e164``."""
     wanted = sorted(set(numbers))
-    best: dict[str, tuple[tuple[Any, ...], Link]] = {}
+    best: dict[str, Any] = {}
     for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start:start + _CHUNK]
-        selects = []
-        for rank, (kind, table) in enumerate(_records.items()):
-            selects.append(
-                select(_phones.c.number_e164.label("number"), literal(rank).label("rank"),
-                       table.c.id, table.c.first_name, table.c.last_name, table.c.company,
-                       table.c.updated_at, table.c.created_at)
-                .join(table, table.c.id == _phones.c.record_id)
-                .where(_phones.c.owner_kind == kind, _phones.c.number_e164.in_(chunk))
-            )
-        for row in session.execute(union_all(*selects)):
+        for row in session.execute(_LINKS, {"numbers": wanted[start:start + _CHUNK]}):
             # Contacts first; then the most recently updated (and created); the id breaks ties.
-            order = (row.rank, -row.updated_at.timestamp(), -row.created_at.timestamp(), row.id)
             found = best.get(row.number)
-            if found is None or order < found[0]:
-                name = callfields.record_name(row.first_name, row.last_name, row.company)
-                best[row.number] = (order, Link(_KINDS[row.rank], row.id, name))
-    return {number: link for number, (_order, link) in best.items()}
+            if found is None or (row.rank, found.updated_at, found.created_at, row.id) < (
+                    found.rank, row.updated_at, row.created_at, found.id):
+                best[row.number] = row
+    return {
+        number: Link(_KINDS[row.rank], row.id,
+                     callfields.record_name(row.first_name, row.last_name, row.company))
+        for number, row in best.items()
+    }
 
 
 def record_names(session: Session | Connection,

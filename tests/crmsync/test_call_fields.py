@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, event, select, update
 from sqlalchemy.orm import Session
 
-from crmsync.callstore import annotate
+from crmsync.callstore import annotate, find_links
 from crmsync.contacts import create_contact, create_lead
 from crmsync.imports import CallImports, ImportRejected
 from crmsync.models import Base, Call, CallLegRecord, Contact, OutboxEvent
@@ -360,3 +360,20 @@ def test_imported_calls_get_the_fields_and_the_link(engine: Engine) -> None:
         (3, "purpose", "a scheduled call has no purpose; leave it empty"),
         (3, "cost", "a scheduled call has no cost; leave it empty"),
     ]
+
+
+def test_of_several_records_with_a_number_the_contact_updated_last_wins(engine: Engine) -> None:
+    shared = "+81312345678"
+    with Session(engine) as s, s.begin():
+        lead = create_lead(s, first_name="Lead", phones=[(shared, "")], region="JP",
+                           now=T0 + timedelta(days=9))
+        old = create_contact(s, first_name="Old", phones=[(shared, "")], region="JP", now=T0)
+        new = create_contact(s, first_name="New", phones=[(shared, "")], region="JP",
+                             now=T0 + timedelta(days=1))
+        only_lead = create_lead(s, first_name="Only", phones=[("+81312345679", "")],
+                                region="JP")
+    with Session(engine) as s:
+        links = find_links(s, [shared, "+81312345679", "+81399999999"])
+    assert {n: (link.kind, link.id, link.name) for n, link in links.items()} == {
+        shared: ("contact", new, "New"), "+81312345679": ("lead", only_lead, "Only")}
+    assert lead != old

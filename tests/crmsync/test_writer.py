@@ -49,6 +49,11 @@ def test_events_fold_into_one_row_across_flushes() -> None:
     assert rows["c1"].answered_by == "bob" and rows["c1"].ring_seconds == 4.0
     assert rows["c2"].disposition == "no_answer" and rows["c2"].sip_code == 480
     assert rows["c2"].answered_at is None
+    # The Calls-module fields, worked out as the events came.
+    assert (rows["c1"].call_type, rows["c1"].status, rows["c1"].owner, rows["c1"].subject) == (
+        "internal", "completed", "bob", "Internal call 101 → 102")
+    assert (rows["c2"].call_type, rows["c2"].owner, rows["c2"].subject, rows["c2"].revision) \
+        == ("missed", "bob", "Missed call from Alice", 1)
 
 
 def test_events_after_the_final_write_update_the_row() -> None:
@@ -69,3 +74,5 @@ def test_events_after_the_final_write_update_the_row() -> None:
     assert set(rows) == {"c1"}
     assert rows["c1"].queue == "support" and rows["c1"].queue_result == "abandoned"
     assert rows["c1"].queue_wait == 8.5 and rows["c1"].disposition == "no_answer"
+    # A change after the row was final is a new revision of the record.
+    assert rows["c1"].revision == 2 and rows["c1"].call_type == "missed"
