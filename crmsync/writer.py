@@ -133,6 +133,8 @@ class _Plan:
     """What a write job sends, worked out on its first run (a retried job sends the same)."""
 
     params: list[Row]
+    named: dict[str, tuple[tuple[str, str] | None, str]]
+    """Of each final row: the record its subject names (None: none) and that subject."""
 
 
 class CallRecordFolder:
@@ -363,7 +365,10 @@ class CallRecordFolder:
             nonlocal plan
             if plan is None:
                 plan = self._plan(session, rows, seeds)
-            stored = _upsert(session, plan.params, returning=bool(events)) if rows else {}
+            stored = _upsert(session, plan.params, returning=bool(events or plan.named)) \
+                if rows else {}
+            if plan.named:
+                _rename(session, plan, stored)
             upsert_legs(session, legs)
             recovered_legs = _end_recovered(session, recovered) if recovered else {}
             pending = _complete(events, stored, recovered_legs)
@@ -409,24 +414,26 @@ class CallRecordFolder:
                     wanted[row["id"]] = e164
         found = find_links(session, wanted.values()) if wanted else {}
         params: list[Row] = []
+        named: dict[str, tuple[tuple[str, str] | None, str]] = {}
         for row in rows:
             cid = row["id"]
             fresh = found.get(wanted[cid]) if cid in wanted else None
             if fresh is not None:
                 links[cid] = fresh
             link = links.get(cid)
-            final = row["ended_at"] is not None
+            subject = None
+            if row["ended_at"] is not None:
+                subject = callfields.subject(row, link.name if link else None)
+                named[cid] = ((link.kind, link.id) if link else None, subject)
+                links.pop(cid, None)
             params.append({
                 **row,
                 # Only a link found now is sent; the statement keeps one the row has.
                 "who_kind": fresh.kind if fresh is not None else None,
                 "who_id": fresh.id if fresh is not None else None,
-                "subject": callfields.subject(row, link.name if link else None) if final
-                else None,
+                "subject": subject,
             })
-            if final:
-                links.pop(cid, None)
-        return _Plan(params)
+        return _Plan(params, named)
 
 
 def _upsert(session: Session, params: list[Row], *, returning: bool) -> dict[str, Row]:
@@ -450,6 +457,25 @@ def _upsert(session: Session, params: list[Row], *, returning: bool) -> dict[str
         return {}
     result = session.execute(stmt.returning(old.id, *(old[name] for name in _STORED)), params)
     return {row["id"]: dict(row) for row in result.mappings()}
+
+
+def _rename(session: Session, plan: _Plan, stored: dict[str, Row]) -> None:
+    """Name in the subject the record a final row is linked to, when someone linked it to
+    another one while the call went on (the subject was just given, naming the PBX's own)."""
+    wrong: dict[str, tuple[str, str] | None] = {}
+    for cid, (ref, subject) in plan.named.items():
+        got = stored[cid]
+        linked = (got["who_kind"], got["who_id"]) if got["who_id"] is not None else None
+        if got["subject"] == subject and linked != ref:
+            wrong[cid] = linked
+    if not wrong:
+        return
+    names = record_names(session, [ref for ref in wrong.values() if ref is not None])
+    rows = {row["id"]: row for row in plan.params if row["id"] in wrong}
+    for cid, ref in wrong.items():
+        subject = callfields.subject(rows[cid], names.get(ref) if ref else None)
+        session.execute(update(_calls).where(_calls.c.id == cid).values(subject=subject))
+        stored[cid]["subject"] = subject
 
 
 def _end_recovered(session: Session, ended: Mapping[str, datetime]) -> dict[str, list[Row]]:

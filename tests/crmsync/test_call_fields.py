@@ -298,6 +298,24 @@ def test_annotations_during_the_call_are_kept_by_the_call_path(engine: Engine) -
         "completed")
 
 
+def test_a_call_linked_to_another_record_during_it_is_named_after_it(engine: Engine) -> None:
+    people = add_people(engine)
+    folder = CallRecordFolder(region="JP")
+    folder.add(started("c1"))  # the number is Ichiro Tanaka's (a contact)
+    folder.add(started("c2", from_name="Switchboard"))
+    apply(engine, folder)
+    assert rows(engine)["c1"]["who_id"] == people["tanaka"]
+    with Session(engine) as s, s.begin():
+        annotate(s, "c1", {"who": ("lead", people["acme"])}, user=None, any_call=True)
+        annotate(s, "c2", {"who": None}, user=None, any_call=True)
+    for cid in ("c1", "c2"):
+        folder.add(ended(cid, "no_answer", 20))
+    apply(engine, folder)
+    got = {cid: (r["who_kind"], r["subject"]) for cid, r in rows(engine).items()}
+    assert got == {"c1": ("lead", "Missed call from ACME KK"),
+                   "c2": (None, "Missed call from Switchboard")}
+
+
 def test_rows_taken_back_after_a_restart(engine: Engine) -> None:
     people = add_people(engine)
     before = folder_with_hooks()
