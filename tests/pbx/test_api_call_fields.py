@@ -156,7 +156,8 @@ async def test_filters_and_csv_columns(api: Api) -> None:
     missed = api.seed(callee_user="alice")
     answered = api.seed(answered_by="bob", disposition="answered", duration=5.0)
     outbound = api.seed(direction="outbound", caller_user="alice", from_number="101",
-                        to_number="0312345678", disposition="answered")
+                        to_number="0312345678", disposition="answered",
+                        started_at=T0 + timedelta(hours=1))
     live = api.seed(callee_user="carol", ended_at=None, duration=None,
                     disposition="in_progress")
 
