@@ -112,7 +112,7 @@ def leg_result(codes: list[int]) -> tuple[str, int]:
     best = best_failure(codes)
     if best in (486, 600):
         return "busy", best
-    if best in (603, 403):
+    if best == 603:  # Decline (RFC 3261 21.6.2)
         return "rejected", best
     if best in (408, 480, 487):
         return "no_answer", best
