@@ -103,10 +103,12 @@ class Call(Base):
                                                 default=_derived(_final_subject))
     """"Inbound call from Ichiro Tanaka" and the like, set when the call ends (None until
     then) unless someone wrote one first; a subject written through the API stays."""
-    call_type: Mapped[str] = mapped_column(String(16),
-                                           default=_derived(callfields.call_type))
-    """inbound | outbound | missed | internal (missed: inbound or internal, nobody answered)."""
-    status: Mapped[str] = mapped_column(String(16), default=_derived(callfields.call_status))
+    call_type: Mapped[str] = mapped_column(String(16), default=_derived(callfields.call_type),
+                                           server_default="inbound")
+    """inbound | outbound | missed | internal (missed: inbound or internal, nobody answered).
+    A row inserted by hand in SQL without it is taken as a completed inbound call."""
+    status: Mapped[str] = mapped_column(String(16), default=_derived(callfields.call_status),
+                                        server_default="completed")
     """in_progress | completed."""
     who_kind: Mapped[str | None] = mapped_column(String(8), nullable=True)
     """contact | lead: the kind of CRM record ``who_id`` is (None: not linked)."""

@@ -13,7 +13,9 @@ offered to).
 Records already there get their type, status and owner worked out from what they hold (the
 rules of ``crmsync.callfields``, written here in SQL so that this revision never changes),
 ended ones their subject, with the caller's display name or the number (they are not linked
-to contacts and leads: their outside numbers were never normalised). Columns and a table that
+to contacts and leads: their outside numbers were never normalised). A row inserted later
+by hand, without type or status, is taken as a completed inbound call (the columns' server
+defaults; the PBX itself always writes both). Columns and a table that
 exist already are left alone (a PBX that had these models but not yet this revision made them
 with ``create_all``).
 """
@@ -57,8 +59,8 @@ _calls = sa.table(
 )
 
 
-def _fill() -> None:
-    """Type, status and owner of every record without them; the subject of ended ones."""
+def _fill_type() -> None:
+    """Type, status and owner of every record (the columns were just added)."""
     c = _calls.c
     missed = sa.and_(
         c.ended_at.is_not(None),
@@ -71,7 +73,7 @@ def _fill() -> None:
         ),
     )
     op.execute(
-        _calls.update().where(c.call_type.is_(None)).values(
+        _calls.update().values(
             call_type=sa.case(
                 (c.direction == "outbound", "outbound"),
                 (missed, "missed"),
@@ -83,6 +85,11 @@ def _fill() -> None:
                           else_=sa.func.coalesce(c.answered_by, c.callee_user)),
         )
     )
+
+
+def _fill_subject() -> None:
+    """The subject of every ended record without one."""
+    c = _calls.c
     caller = sa.func.coalesce(sa.func.nullif(sa.func.trim(c.from_name), ""),
                               sa.func.nullif(c.from_number, ""), "an unknown caller")
     subject = sa.case(
@@ -104,8 +111,9 @@ def upgrade() -> None:
     have = _columns("calls")
     new: list[sa.Column[object]] = [
         sa.Column("subject", sa.String(length=255), nullable=True),
-        sa.Column("call_type", sa.String(length=16), nullable=True),
-        sa.Column("status", sa.String(length=16), nullable=True),
+        # A row a tool inserts by hand without them is a completed inbound call.
+        sa.Column("call_type", sa.String(length=16), server_default="inbound", nullable=False),
+        sa.Column("status", sa.String(length=16), server_default="completed", nullable=False),
         sa.Column("who_kind", sa.String(length=8), nullable=True),
         sa.Column("who_id", sa.String(length=36), nullable=True),
         sa.Column("owner", sa.String(length=64), nullable=True),
@@ -120,18 +128,13 @@ def upgrade() -> None:
         with op.batch_alter_table("calls") as batch:
             for column in missing:
                 batch.add_column(column)
-    _fill()
     added = {column.name for column in missing}
-    if {"call_type", "status"} & added or "ix_calls_owner" not in _indexes("calls"):
-        # Every row has its type and status now: they may be NOT NULL (SQLite rebuilds the
-        # table for this, in the same transaction).
-        with op.batch_alter_table("calls") as batch:
-            for name in ("call_type", "status"):
-                if name in added:
-                    batch.alter_column(name, existing_type=sa.String(length=16),
-                                       nullable=False)
-            if "ix_calls_owner" not in _indexes("calls"):
-                batch.create_index("ix_calls_owner", ["owner"], unique=False)
+    if "call_type" in added:
+        _fill_type()
+    if "subject" in added:
+        _fill_subject()
+    if "ix_calls_owner" not in _indexes("calls"):
+        op.create_index("ix_calls_owner", "calls", ["owner"], unique=False)
     if "call_legs" not in _tables():
         op.create_table(
             "call_legs",
