@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
 from crmsync.models import Base, Call
@@ -18,11 +18,11 @@ def _started(cid: str) -> CallStarted:
     return CallStarted(cid, f"sip-{cid}", "internal", "101", "Alice", "102", "alice", "bob", T0)
 
 
-def _apply(engine: object, folder: CallRecordFolder) -> int:
+def _apply(engine: Engine, folder: CallRecordFolder) -> int:
     job = folder.flush()
     if job is None:
         return 0
-    with Session(engine) as s, s.begin():  # type: ignore[call-overload]
+    with Session(engine) as s, s.begin():
         job(s)
     return 1
 

@@ -112,7 +112,7 @@ def _assert_matches_models(engine: Engine) -> None:
     assert _reflected(engine) == _declared()
     # Alembic's own comparison also covers column types (String lengths, DateTime, ...).
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), MODELS)
+        diff = compare_metadata(MigrationContext.configure(conn), MODELS)  # type: ignore[arg-type]
     assert diff == []
 
 
@@ -394,11 +394,12 @@ def test_records_at_0004_get_the_call_fields_from_what_they_hold(engine: Engine)
     schema.upgrade(engine)
     schema.downgrade(engine, "0004")
     assert "call_type" not in _columns(engine, "calls")
-    base = {"sip_call_id": "x", "from_name": "", "started_at": _NOW, "hangup_cause": "",
-            "transfers": 0, "callback_attempts": 0, "legal_hold": False,
-            "ended_at": _NOW, "caller_user": None, "callee_user": None, "answered_by": None,
-            "queue": None, "queue_result": None}
-    rows = {
+    base: dict[str, Any] = {
+        "sip_call_id": "x", "from_name": "", "started_at": _NOW, "hangup_cause": "",
+        "transfers": 0, "callback_attempts": 0, "legal_hold": False, "ended_at": _NOW,
+        "caller_user": None, "callee_user": None, "answered_by": None, "queue": None,
+        "queue_result": None}
+    rows: dict[str, dict[str, Any]] = {
         "answered": {"direction": "inbound", "from_number": "+81312345678",
                      "from_name": "Tanaka", "to_number": "101", "callee_user": "alice",
                      "answered_by": "bob", "disposition": "answered"},
