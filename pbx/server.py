@@ -23,6 +23,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from crmsync.contacts import create_lead, normalise
+from crmsync.fit import fit
 from crmsync.governance import Governance
 from crmsync.imports import CallImports
 from crmsync.lookup import CallerLookup, Match
@@ -71,10 +72,10 @@ class DbRecordSink:
     """
 
     def __init__(self, db: WriteBehind, webhooks: WebhookWorker,
-                 journal: RecordJournal | None = None) -> None:
+                 journal: RecordJournal | None = None, region: str = "US") -> None:
         self._db = db
         # Wakes the worker once a batch with outbox rows is committed (from the writer thread).
-        self._folder = CallRecordFolder(on_outbox_commit=webhooks.wake)
+        self._folder = CallRecordFolder(on_outbox_commit=webhooks.wake, region=region)
         self.journal = journal
 
     def set_webhooks(self, config: Config) -> None:
@@ -85,6 +86,7 @@ class DbRecordSink:
     governance: RecordingGovernance | None = None
 
     def emit(self, event: CallEvent) -> None:
+        event = fit(event)  # a too-long name from the network must not sink a whole batch
         if self.journal is not None:
             self.journal.append(event)  # first: a kill after this loses nothing
         self._folder.add(event)
@@ -231,7 +233,8 @@ class Pbx:
         )
         bind_host = sip.listen[0].host
         self.webhooks = WebhookWorker(self.engine, config.crm.webhooks, config.crm.retry)
-        self.records = DbRecordSink(self.db, self.webhooks, self._journal(config))
+        self.records = DbRecordSink(self.db, self.webhooks, self._journal(config),
+                                    region=config.dialplan.region)
         self.records.set_webhooks(config)
         self.recordings = Recordings(config.storage.recordings, config.recording.format)
         if self.records.journal is not None:
@@ -288,8 +291,11 @@ class Pbx:
                     restored, away)
         self.http: HttpServer | None = None
         if config.http.enabled:
-            self.crm = CrmControl(CrmQueries(self.engine, config.dialplan.region),
-                                  config.storage.recordings)
+            self.crm = CrmControl(
+                CrmQueries(self.engine, config.dialplan.region,
+                           webhooks=lambda: self.config.crm.webhooks,
+                           on_outbox_commit=self.webhooks.wake),
+                config.storage.recordings)
             self.scheduling = SchedulingControl(
                 self.scheduled_calls, CallImports(self.engine, config.dialplan.region))
             app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys,

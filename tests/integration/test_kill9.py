@@ -62,14 +62,20 @@ async def test_kill_9_in_the_middle_of_100_calls_loses_no_record_event_or_record
                                          domain=pbx.address):
                 caller = await start_sipp(SippRun(
                     "uac_call_auth.xml", pbx.address, users=[(a_ext, a_pw)], service=b_ext,
-                    keys={"domain": pbx.address}, calls=CALLS, rate=50, limit=CALLS,
-                    duration_ms=3000, timeout=120, trace_msg=False))
+                    keys={"domain": pbx.address}, calls=CALLS, rate=25, limit=CALLS,
+                    duration_ms=2500, timeout=120, trace_msg=False))
                 try:
-                    # Every call has begun; then calls are ending fast (about 50 a second)
+                    # Every call has begun; then calls are ending (about 25 a second)
                     # when the PBX is killed: some ends are only in memory and the journal.
-                    await _until(lambda: _count(db, "SELECT count(*) AS n FROM calls "
-                                                    "WHERE answered_at IS NOT NULL") >= CALLS,
-                                 60, "all calls answered")
+                    try:
+                        await _until(lambda: _count(db, "SELECT count(*) AS n FROM calls "
+                                                        "WHERE answered_at IS NOT NULL")
+                                     >= CALLS, 60, "all calls answered")
+                    except AssertionError:
+                        got = rows(db, "SELECT disposition, count(*) AS n FROM calls "
+                                       "GROUP BY disposition")
+                        raise AssertionError(f"calls: {got}; caller: "
+                                             f"{(await caller.stop()).describe()}") from None
                     await _until(lambda: _count(db, "SELECT count(*) AS n FROM calls "
                                                     "WHERE ended_at IS NOT NULL") >= 30,
                                  60, "the first calls to end")
