@@ -24,7 +24,16 @@ from sqlalchemy import Engine, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .contacts import normalise
-from .models import AuditEntry, Call, Contact, Lead, OutboxEvent, PhoneNumber, ScheduledCall
+from .models import (
+    AuditEntry,
+    Call,
+    CallLegRecord,
+    Contact,
+    Lead,
+    OutboxEvent,
+    PhoneNumber,
+    ScheduledCall,
+)
 from .queries import number_forms
 
 __all__ = [
@@ -123,7 +132,8 @@ def erase_number(session: Session, number: str, region: str, actor: str,
     held = session.scalar(select(func.count()).select_from(Call)
                           .where(matches, Call.legal_hold.is_(True))) or 0
     rows = session.execute(select(Call.id, Call.recording_path, Call.from_number,
-                                  Call.to_number, Call.from_name)
+                                  Call.to_number, Call.from_name, Call.subject,
+                                  Call.description, Call.result)
                            .where(matches, Call.legal_hold.is_(False))).all()
     paths = [str(r[1]) for r in rows if r[1]]
     stamp = _now(now)
@@ -136,8 +146,12 @@ def erase_number(session: Session, number: str, region: str, actor: str,
     scheduled = _erase_scheduled(session, e164, scrub, stamp)
     # Only the number itself: a contact's name is the CRM's, not something the call brought.
     _scrub_names(session, e164, _scrubber(numbers, e164, region))
-    for call_id, path, from_number, to_number, _name in rows:
+    for call_id, path, from_number, to_number, _name, *texts in rows:
         values: dict[str, object] = {"callback_number": None}
+        # What people wrote about the call may name the number or the caller.
+        for column, text in zip(("subject", "description", "result"), texts, strict=True):
+            if text and scrub(text) != text:
+                values[column] = scrub(text)
         if from_number in forms:
             values.update(from_number=ERASED, from_name="")
         if to_number in forms:
@@ -146,6 +160,11 @@ def erase_number(session: Session, number: str, region: str, actor: str,
             values.update(recording_path=None, recording_state=ERASED,
                           recording_deleted_at=stamp)
         session.execute(update(Call).where(Call.id == call_id).values(**values))
+    for start in range(0, len(rows), BATCH):
+        chunk = [r[0] for r in rows[start:start + BATCH]]
+        session.execute(update(CallLegRecord).where(CallLegRecord.call_id.in_(chunk),
+                                                    CallLegRecord.number.in_(forms))
+                        .values(number=ERASED))
     removed = session.execute(delete(PhoneNumber).where(PhoneNumber.number_e164 == e164))
     result = Erasure(e164, len(rows), len(paths), int(held),
                      int(removed.rowcount or 0),  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from crmsync.contacts import create_contact, create_lead
 from crmsync.governance import Governance, GovernanceError
-from crmsync.models import Base, Call, Lead, OutboxEvent, PhoneNumber, ScheduledCall
+from crmsync.models import Base, Call, CallLegRecord, Lead, OutboxEvent, PhoneNumber, ScheduledCall
 
 NOW = datetime(2026, 11, 21, 12, 0, 0)
 
@@ -100,6 +100,11 @@ def test_erasure_leaves_the_number_nowhere_else(store: tuple[Governance, Path, o
     with Session(engine) as s, s.begin():  # type: ignore[call-overload]
         mine = _call(s, folder, started=NOW, from_number="+819012345678")
         mine.from_name = "Ichiro Tanaka"
+        mine.subject = "Inbound call from Ichiro Tanaka"
+        mine.description = "He asked us to call 090-1234-5678 after six"
+        s.add(CallLegRecord(id=f"{mine.id}:1", call_id=mine.id, kind="callback", user_id=None,
+                            number="09012345678", started_at=NOW, answered_at=None,
+                            ended_at=NOW, result="no_answer"))
         other = _call(s, folder, started=NOW, from_number="+819099999999")
         for n, call in enumerate((mine, other)):
             payload = {"event": "call.ended", "call": {
@@ -129,6 +134,13 @@ def test_erasure_leaves_the_number_nowhere_else(store: tuple[Governance, Path, o
     for call in scheduled:
         assert call.number == "erased" and "1234" not in call.subject + call.description
     assert lead.first_name == "erased"
+    with Session(engine) as s:  # type: ignore[call-overload]
+        call = s.get(Call, mine_id)
+        [leg] = s.scalars(select(CallLegRecord)).all()
+        assert call is not None
+        assert (call.subject, call.description) == (
+            "Inbound call from erased", "He asked us to call erased after six")
+    assert leg.number == "erased"
 
 
 def test_legal_hold_is_audited_and_needs_a_call(store: tuple[Governance, Path, object]) -> None:
