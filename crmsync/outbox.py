@@ -484,6 +484,33 @@ class OutboxStore:
                 )
         return ids
 
+    def prune_events(self, before: datetime, batch: int = 5000) -> int:
+        """Delete deliveries delivered before ``before`` (with their log) and events left with
+        no delivery; returns how many events went. Dead and pending ones stay (they still have
+        something to say or to send). In batches, each its own transaction."""
+        gone = 0
+        while True:
+            with Session(self._engine) as session, session.begin():
+                ids = list(session.scalars(
+                    select(_deliveries.c.id)
+                    .where(_deliveries.c.status == "delivered",
+                           _deliveries.c.delivered_at < before)
+                    .limit(batch)))
+                if ids:
+                    session.execute(delete(_attempts).where(_attempts.c.delivery_id.in_(ids)))
+                    session.execute(delete(_deliveries).where(_deliveries.c.id.in_(ids)))
+                orphans = list(session.scalars(
+                    select(_outbox.c.id)
+                    .where(_outbox.c.created_at < before,
+                           ~select(_deliveries.c.id)
+                           .where(_deliveries.c.outbox_id == _outbox.c.id).exists())
+                    .limit(batch)))
+                if orphans:
+                    session.execute(delete(_outbox).where(_outbox.c.id.in_(orphans)))
+                gone += len(orphans)
+            if len(ids) < batch and len(orphans) < batch:
+                return gone
+
     def prune(self, before: datetime) -> int:
         """Delete the log entries of deliveries delivered before ``before``; returns how many.
 

@@ -104,13 +104,16 @@ class WebhookWorker:
     by another process waits when nobody calls :meth:`wake`. A claimed row is leased for its
     webhook's timeout plus ``lease_margin`` seconds: the time after which another worker (or
     this PBX after a restart) sends a row whose worker died. The log entries of deliveries
-    delivered more than ``log_retention`` seconds ago are deleted once an hour.
+    delivered more than ``log_retention`` seconds ago are deleted once an hour, and the
+    deliveries and events themselves after ``event_retention`` seconds (the call records stay:
+    the API has them).
     """
 
     def __init__(self, engine: Engine, webhooks: Iterable[WebhookSpec] = (),
                  retry: RetrySpec | None = None, *, max_concurrency: int = 16,
                  per_webhook: int = 4, poll_interval: float = 5.0, lease_margin: float = 10.0,
-                 log_retention: float = 7 * 86400.0) -> None:
+                 log_retention: float = 7 * 86400.0,
+                 event_retention: float = 30 * 86400.0) -> None:
         if max_concurrency < 1 or per_webhook < 1:
             raise ValueError("max_concurrency and per_webhook must be at least 1")
         self.store = OutboxStore(engine)
@@ -121,6 +124,7 @@ class WebhookWorker:
         self._poll_interval = poll_interval
         self._lease_margin = lease_margin
         self._log_retention = log_retention
+        self._event_retention = event_retention
         self._random = random.Random()
         self._executor: ThreadPoolExecutor | None = None
         self._client: httpx.AsyncClient | None = None
@@ -320,14 +324,18 @@ class WebhookWorker:
         return synced
 
     async def _prune(self) -> None:
-        before = utcnow() - timedelta(seconds=self._log_retention)
+        now = utcnow()
         try:
-            count = await self._in_thread(self.store.prune, before)
+            count = await self._in_thread(self.store.prune,
+                                          now - timedelta(seconds=self._log_retention))
+            events = await self._in_thread(self.store.prune_events,
+                                           now - timedelta(seconds=self._event_retention))
         except Exception as e:
             logger.warning("webhooks: pruning the delivery log failed: %s", e)
             return
-        if count:
-            logger.info("webhooks: pruned %d old delivery log entries", count)
+        if count or events:
+            logger.info("webhooks: pruned %d old delivery log entries and %d delivered events",
+                        count, events)
 
     async def _deliver(self, due: Due, hook: WebhookSpec) -> None:
         try:

@@ -367,6 +367,22 @@ def test_prune_drops_only_the_log_of_old_delivered_rows(engine: Engine) -> None:
         assert s.scalar(select(func.count()).select_from(WebhookDelivery)) == 2
 
 
+def test_old_delivered_events_go_with_their_deliveries_but_dead_ones_stay(
+        engine: Engine) -> None:
+    store = OutboxStore(engine)
+    _queue(engine, 2)
+    retry = RetryPolicy(max_attempts=1)
+    ok, dead = store.sync([], retry=retry, jitter=[], claims=[Claim("crm", 2, 60.0)]).claimed
+    store.sync([_outcome(ok, 200), _outcome(dead, 500, "HTTP 500")], retry=retry, jitter=[0.0])
+    assert store.prune_events(utcnow() - timedelta(days=1)) == 0
+    assert store.prune_events(utcnow() + timedelta(seconds=1), batch=1) == 1
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(OutboxEvent)) == 1
+        [left] = s.scalars(select(WebhookDelivery)).all()
+        assert left.status == "dead" and left.id == dead.delivery_id
+        assert s.scalar(select(func.count()).select_from(WebhookAttempt)) == 1
+
+
 def test_retry_delay_doubles_up_to_the_cap_less_jitter() -> None:
     retry = RetryPolicy(max_attempts=12, first_delay=1.0, max_delay=600.0)
     assert [retry_delay(n, retry, 0.0) for n in range(1, 12)] == [
