@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
 from . import callfields
@@ -100,6 +100,9 @@ class ImportResult:
     """Rows written to ``calls`` (completed calls)."""
     scheduled: int
     """Rows written to ``scheduled_calls``."""
+    duplicates: int = 0
+    """Rows already imported (by this file before, by another file, or earlier in this one):
+    skipped, so that importing a file twice adds nothing."""
 
 
 Row = tuple[int, dict[str, Any]]
@@ -348,7 +351,7 @@ class _Checker:
         start: datetime = v["start"]
         agent: str | None = v["agent"]
         return {
-            "id": str(uuid.uuid4()), "sip_call_id": f"import:{self.source}:{line}",
+            "id": _content_id("call", kind, v), "sip_call_id": f"import:{self.source}:{line}",
             "direction": "inbound" if inbound else "outbound",
             "from_number": v["number"] if inbound else (agent or ""), "from_name": "",
             "to_number": (agent or "") if inbound else v["number"],
@@ -371,13 +374,38 @@ class _Checker:
 
     def _scheduled(self, kind: str, status: str, v: dict[str, Any]) -> dict[str, Any]:
         return {
-            "id": str(uuid.uuid4()), "subject": v["subject"],
+            "id": _content_id("scheduled", f"{kind}/{status}", v), "subject": v["subject"],
             "direction": "inbound" if kind == "inbound" else "outbound", "number": v["number"],
             "record_kind": None, "record_id": None, "owner": v["agent"],
             "start_at": v["start"], "reminder_at": None, "status": status,
             "description": v["description"], "result": v["result"], "created_at": self.now,
             "updated_at": self.now, "reminded_at": None,
         }
+
+
+_IMPORTED: Final = uuid.UUID("6f1d3c1e-8a4b-5d2e-9c7f-0b1a2c3d4e5f")
+
+
+def _content_id(table: str, kind: str, v: Mapping[str, Any]) -> str:
+    """The id of an imported row, made of what it says: the same row imported again (from
+    this file or another) has the same id, and is skipped."""
+    start: datetime = v["start"]
+    what = "|".join(str(x) for x in (table, kind, v["number"], start.isoformat(),
+                                     v.get("duration"), v["agent"], v["subject"]))
+    return str(uuid.uuid5(_IMPORTED, what))
+
+
+def _new(session: Session, model: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows whose id is neither in the table nor earlier in ``rows``."""
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["id"], row)
+    ids = list(unique)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for found in session.scalars(select(model.id).where(model.id.in_(chunk))):
+            unique.pop(found, None)
+    return list(unique.values())
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -406,13 +434,16 @@ def import_calls(session: Session, data: bytes, fmt: FileFormat, *, filename: st
         checker.row(line, cells)
     if checker.problems:
         raise ImportRejected(checker.problems)
-    if checker.calls:
-        _link(session, checker.calls)
-        session.execute(insert(Call), checker.calls)
-    if checker.scheduled:
-        session.execute(insert(ScheduledCall), checker.scheduled)
-    return ImportResult(len(checker.calls) + len(checker.scheduled), len(checker.calls),
-                        len(checker.scheduled))
+    calls = _new(session, Call, checker.calls)
+    scheduled = _new(session, ScheduledCall, checker.scheduled)
+    if calls:
+        _link(session, calls)
+        session.execute(insert(Call), calls)
+    if scheduled:
+        session.execute(insert(ScheduledCall), scheduled)
+    total = len(checker.calls) + len(checker.scheduled)
+    return ImportResult(total, len(calls), len(scheduled),
+                        total - len(calls) - len(scheduled))
 
 
 def _link(session: Session, calls: list[dict[str, Any]]) -> None:

@@ -95,6 +95,8 @@ class ImportResultLike(Protocol):
     def calls(self) -> int: ...
     @property
     def scheduled(self) -> int: ...
+    @property
+    def duplicates(self) -> int: ...
 
 
 class ScheduledStore(Protocol):
@@ -247,9 +249,11 @@ Change = Annotated[Reschedule | Complete | Cancel, Field(discriminator="action")
 class ImportSummary(BaseModel):
     """What an import wrote."""
 
-    rows: int
+    rows: int = Field(description="Rows in the file (all checked).")
     calls: int = Field(description="Completed calls added to the call records.")
     scheduled: int = Field(description="Scheduled (or cancelled) calls added.")
+    duplicates: int = Field(0, description="Rows imported before (the same call, by this file "
+                            "or another) or twice in this file: skipped, not added again.")
 
 
 class ImportProblem(BaseModel):
@@ -388,7 +392,8 @@ async def import_calls(
                                    filename=filename or name, timezone=timezone)
     except _Rejected as exc:
         return JSONResponse({"error": str(exc), "problems": exc.problems}, status_code=422)
-    return ImportSummary(rows=result.rows, calls=result.calls, scheduled=result.scheduled)
+    return ImportSummary(rows=result.rows, calls=result.calls, scheduled=result.scheduled,
+                         duplicates=result.duplicates)
 
 
 async def _upload(request: Request, limit: int) -> tuple[bytes, FileFormat, str]:

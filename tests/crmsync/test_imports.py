@@ -143,6 +143,23 @@ def test_a_good_file_writes_every_row(engine: Engine, fmt: FileFormat) -> None:
     assert planned["Callback"].owner == "alice"
 
 
+def test_importing_a_file_again_adds_nothing(engine: Engine) -> None:
+    imports = CallImports(engine, "JP")
+    first = imports.import_calls(make("csv", GOOD), "csv", filename="may.csv")
+    assert (first.calls, first.scheduled, first.duplicates) == (3, 2, 0)
+    # The same rows again (even as xlsx under another name, with one row twice): all known.
+    again = imports.import_calls(make("xlsx", [*GOOD, GOOD[0]]), "xlsx",
+                                 filename="may-copy.xlsx")
+    assert (again.rows, again.calls, again.scheduled, again.duplicates) == (6, 0, 0, 6)
+    assert counts(engine) == (3, 2)
+    # A row that differs in what it says is a new call.
+    changed = [list(GOOD[0])]
+    changed[0][HEADER.index("duration")] = 66
+    more = imports.import_calls(make("csv", changed), "csv", filename="may.csv")
+    assert (more.calls, more.duplicates) == (1, 0)
+    assert counts(engine) == (4, 2)
+
+
 @pytest.mark.parametrize("fmt", ["csv", "xlsx"])
 def test_every_bad_row_is_reported_and_nothing_is_written(engine: Engine,
                                                           fmt: FileFormat) -> None:
