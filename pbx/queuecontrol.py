@@ -25,10 +25,10 @@ class QueueControlImpl:
         return self.waiting_calls(name)
 
     def pick(self, name: str, call_id: str, agent: str) -> None:
-        self._q.pick(name, call_id, agent)
+        self._q.ops.pick(name, call_id, agent)
 
     def move(self, name: str, call_id: str, to_queue: str) -> None:
-        self._q.move(name, call_id, to_queue)
+        self._q.ops.move(name, call_id, to_queue)
 
     def agents(self) -> list[AgentView]:
         return [self.agent_view(uid) for uid in sorted(self._q.agents)
@@ -39,22 +39,22 @@ class QueueControlImpl:
 
     def login(self, user_id: str) -> AgentView:
         self._need(user_id)
-        self._q.agent_login(user_id)
+        self._q.ops.agent_login(user_id)
         return self.agent_view(user_id)
 
     def logout(self, user_id: str) -> AgentView:
         self._need(user_id)
-        self._q.agent_logout(user_id)
+        self._q.ops.agent_logout(user_id)
         return self.agent_view(user_id)
 
     def pause(self, user_id: str, reason: str) -> AgentView:
         self._need(user_id)
-        self._q.agent_pause(user_id, reason)
+        self._q.ops.agent_pause(user_id, reason)
         return self.agent_view(user_id)
 
     def unpause(self, user_id: str) -> AgentView:
         self._need(user_id)
-        self._q.agent_unpause(user_id)
+        self._q.ops.agent_unpause(user_id)
         return self.agent_view(user_id)
 
     def _need(self, user_id: str) -> None:
@@ -97,5 +97,6 @@ class QueueControlImpl:
             user_id=user_id, name=user.name, extension=user.extension,
             state=agent.state.value, paused_reason=agent.paused_reason,
             since=round(now - agent.since, 3), calls_today=agent.calls_today,
-            queues=tuple(self._q.queues_of(user_id)), registered=bool(self._q.app.lookup(user_id)),
+            queues=tuple(self._q.ops.queues_of(user_id)),
+            registered=bool(self._q.app.lookup(user_id)),
         )

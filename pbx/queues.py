@@ -44,9 +44,9 @@ from .acd import (
     tick_all,
 )
 from .callstate import Call, Fork, Outsider, RingStep
+from .queueops import QueueOperations
 from .queueviews import (
     CallerRecord,
-    QueueControlError,
     QueueNotFound,
 )
 from .records import CallQueued
@@ -135,6 +135,8 @@ class Queues:
         self._kick: asyncio.Handle | None = None
         self.lookup: Callable[[str], tuple[CallerRecord | None, str | None]] | None = None
         """Blocking CRM look-up of a caller's number (match, last agent); run in a thread."""
+        self.ops = QueueOperations(self)
+        """Agents' and supervisors' actions (feature codes, the HTTP API)."""
         self.apply_config(app.config)
 
     # -- configuration ------------------------------------------------------------------------
@@ -672,94 +674,6 @@ class Queues:
             caller.local.id, caller.queue, result, round(waited, 3), agent, caller.rule,
             caller.callback_number, caller.callback_attempts,
         ))
-
-    # -- agents -------------------------------------------------------------------------------
-    def queues_of(self, user_id: str) -> list[str]:
-        return [name for name, state in self.states.items()
-                if any(a.user_id == user_id for a in state.members)]
-
-    def agent_login(self, user_id: str) -> None:
-        now = self.app.now()
-        names = self.queues_of(user_id)
-        if not names:
-            raise QueueNotFound(f"{user_id} is not a member of any queue")
-        for name in names:
-            self.states[name].login(user_id, now)
-        self.kick()
-
-    def agent_logout(self, user_id: str) -> None:
-        self._leave(user_id, lambda s, now: s.logout(user_id, now))
-
-    def agent_pause(self, user_id: str, reason: str) -> None:
-        self._leave(user_id, lambda s, now: s.pause(user_id, reason, now))
-
-    def agent_unpause(self, user_id: str) -> None:
-        now = self.app.now()
-        names = self.queues_of(user_id)
-        if not names:
-            raise QueueNotFound(f"{user_id} is not a member of any queue")
-        for name in names:
-            self.states[name].unpause(user_id, now)
-        self.kick()
-
-    def _leave(self, user_id: str, how: Callable[[QueueState, float], list[Action]]) -> None:
-        now = self.app.now()
-        names = self.queues_of(user_id)
-        if not names:
-            raise QueueNotFound(f"{user_id} is not a member of any queue")
-        # The queue whose caller rings the agent now goes first: it withdraws that offer, and
-        # the other queues then see the agent free (RFC-free, the core's own rule).
-        agent = self.agents.get(user_id)
-        offer = agent.offer_call if agent is not None else None
-        names.sort(key=lambda n: not (offer is not None and self.states[n].has(offer)))
-        for name in names:
-            self._run_actions(how(self.states[name], now), now)
-        self.kick()
-
-    # -- supervisor actions -------------------------------------------------------------------
-    def pick(self, name: str, call_id: str, agent: str) -> None:
-        state = self.state(name)
-        if not state.has(call_id):
-            raise QueueNotFound(f"call {call_id} is not waiting in queue {name}")
-        if agent not in self.agents or not any(a.user_id == agent for a in state.members):
-            raise QueueNotFound(f"{agent} is not a member of queue {name}")
-        if not self.app.lookup(agent):
-            raise QueueControlError(f"{agent} has no registered phone")
-        caller = self.callers.get(call_id)
-        if caller is None or caller.callback_number is not None:
-            raise QueueControlError(f"call {call_id} is not on the line (a callback)")
-        now = self.app.now()
-        try:
-            actions = state.pick(call_id, agent, now)
-        except AcdError as exc:
-            raise QueueControlError(str(exc)) from None
-        self._run_actions(actions, now)
-        self.app.flush()
-
-    def move(self, name: str, call_id: str, to_queue: str) -> None:
-        state = self.state(name)
-        target = self.state(to_queue)
-        if not state.has(call_id):
-            raise QueueNotFound(f"call {call_id} is not waiting in queue {name}")
-        if to_queue == name:
-            raise QueueControlError("the call is already in that queue")
-        qc = self.config(to_queue)
-        if qc is None or len(target) + len(self._reserved[to_queue]) >= \
-                qc.max_callers:
-            raise QueueControlError(f"queue {to_queue} is full")
-        caller = self.callers[call_id]
-        now = self.app.now()
-        self._withdraw(caller, None, "moved to another queue")
-        state.move_out(call_id, now)
-        self._record(caller, "moved", now - caller.arrived, None)
-        caller.queue = to_queue
-        caller.rule = None
-        target.arrive(call_id, caller.caller_number, now, callback=caller.callback_number
-                      is not None)
-        caller.arrived = now
-        caller.outcome = "moved"
-        caller.wake.set()
-        self.kick()
 
     def state(self, name: str) -> QueueState:
         """The queue called ``name``; :class:`QueueNotFound` if there is none."""

@@ -305,13 +305,13 @@ def agent_services(queues: Queues) -> dict[str, tuple[str, Service]]:
             uid = call.caller.id
             try:
                 if action == "login":
-                    queues.agent_login(uid)
+                    queues.ops.agent_login(uid)
                 elif action == "logout":
-                    queues.agent_logout(uid)
+                    queues.ops.agent_logout(uid)
                 elif action == "pause":
-                    queues.agent_pause(uid, "paused from phone")
+                    queues.ops.agent_pause(uid, "paused from phone")
                 else:
-                    queues.agent_unpause(uid)
+                    queues.ops.agent_unpause(uid)
             except QueueControlError:
                 await call.play(prompts.get("agent_not_member"))
                 return
