@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -206,7 +206,8 @@ class CrmControl:
     """
 
     def __init__(self, store: CrmStore, recordings: Path | str, *, workers: int = 4,
-                 max_exports: int = 2, csv_batch: int = 1000) -> None:
+                 max_exports: int = 2, csv_batch: int = 1000,
+                 finished: Callable[[str], Awaitable[None]] | None = None) -> None:
         if workers < 1 or max_exports < 1 or csv_batch < 1:
             raise ValueError("workers, max_exports and csv_batch must be at least 1")
         self._store = store
@@ -214,6 +215,8 @@ class CrmControl:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="crm-api")
         self._exports = asyncio.Semaphore(max_exports)
         self._csv_batch = csv_batch
+        self._finished = finished
+        """Waits until a recording just ended is written whole (pbx.recording)."""
 
     def close(self) -> None:
         """Stop the worker threads (queries already running finish on their own)."""
@@ -289,6 +292,8 @@ class CrmControl:
         detail = await self.get_call(call_id)
         if detail.recording_path is None:
             raise NotFound(f"call {call_id} has no recording")
+        if self._finished is not None:
+            await self._finished(detail.recording_path)
         found = await self._run(self._locate, detail.recording_path)
         if found is None:
             raise NotFound(f"the recording of call {call_id} is no longer available")

@@ -21,6 +21,7 @@ timeline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -77,6 +78,9 @@ class Recordings:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder",
                                           initializer=_below_the_loop)
         self._queue: list[str] = []  # calls still to be handled in the current tick
+        # Files of ended calls the writer thread is still finishing (their last second of
+        # audio, the final header): a download waits for them (:meth:`finished`).
+        self._finishing: dict[str, Future[None]] = {}
         # Seconds of audio handed to the writer thread and not yet written.
         self._backlog = 0
         self._backlog_lock = threading.Lock()
@@ -158,8 +162,23 @@ class Recordings:
         rec.relay.set_recorder(None)
         left, right = rec.mixer.take_all()
         seconds = rec.mixer.written / RATE
-        self._writer.submit(_finish, rec.recorder, left, right)
-        return str(rec.path), seconds
+        path = str(rec.path)
+        done = self._writer.submit(_finish, rec.recorder, left, right)
+        self._finishing[path] = done
+        # (The writer thread.) A later recording of the same path keeps its own entry.
+        done.add_done_callback(
+            lambda f: self._finishing.pop(path, None) if self._finishing.get(path) is f
+            else None)
+        return path, seconds
+
+    async def finished(self, path: str, timeout: float = 10.0) -> None:
+        """Wait until the recording at ``path`` is finished, if it is being finished (a call
+        that just ended: its ``recording.ready`` event may reach a CRM before the file's last
+        second is written)."""
+        done = self._finishing.get(path)
+        if done is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)), timeout)
 
     def recover(self, call_id: str, started: datetime,
                 until: datetime) -> tuple[str, float] | None:

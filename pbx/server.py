@@ -295,7 +295,7 @@ class Pbx:
                 CrmQueries(self.engine, config.dialplan.region,
                            webhooks=lambda: self.config.crm.webhooks,
                            on_outbox_commit=self.webhooks.wake),
-                config.storage.recordings)
+                config.storage.recordings, finished=self.recordings.finished)
             self.scheduling = SchedulingControl(
                 self.scheduled_calls, CallImports(self.engine, config.dialplan.region))
             app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys,

@@ -212,6 +212,42 @@ async def test_a_file_that_cannot_be_created_is_no_recording(
         await relay.close()
 
 
+@pytest.mark.asyncio
+async def test_a_download_right_after_the_end_waits_for_the_whole_file(
+    tmp_path: Path, relay_session: Callable[[], RtpRelay]
+) -> None:
+    relay = relay_session()
+    handle = await relay.open_session("127.0.0.1")
+    caller = _Phone(21)
+    recordings = Recordings(tmp_path, "wav")
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Event()
+    try:
+        handle.set_remote(Leg.A, caller.address)
+        handle.set_remote(Leg.B, ("127.0.0.1", 9))
+        assert recordings.start("c", handle, loop.time()) is not None
+        await _talk(handle, [(caller, Leg.A, 1000)], 1.5, recordings)
+        # The writer thread is busy (a slow disk): the file is not finished at the call's end.
+        recordings._writer.submit(lambda: asyncio.run_coroutine_threadsafe(
+            gate.wait(), loop).result(5))
+        result = recordings.stop("c")
+        assert result is not None
+        path, seconds = result
+        waiting = asyncio.create_task(recordings.finished(path))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        gate.set()
+        await asyncio.wait_for(waiting, 5)
+        assert abs(len(_read(path)) / RATE - seconds) < 0.01
+        await recordings.finished(path)  # finished already: returns at once
+        await recordings.finished(str(tmp_path / "never-recorded.wav"))
+    finally:
+        gate.set()
+        recordings.shutdown()
+        await relay.close()
+        caller.close()
+
+
 def test_unknown_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="wav' or 'flac"):
         Recordings(tmp_path, "mp3")
