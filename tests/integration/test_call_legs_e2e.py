@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.db import rows, wait_rows
 from tests.integration.pbx_process import ROOT, PbxProcess, config_text
 from tests.integration.test_queue_callback import (
     CARRIER,
@@ -207,6 +208,23 @@ def legs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for _, e in found]
 
 
+def stored(pbx: PbxProcess, events: list[dict[str, Any]]) -> tuple[dict[str, Any],
+                                                                    dict[str, dict[str, Any]]]:
+    """The call's one record in the PBX's database, final, and its stored legs by id (every
+    leg closed); also checks that no other record was made for it (one row per call, not one
+    per ringing phone)."""
+    call_id = events[0]["call_id"]
+    sip_call_id = events[0]["sip_call_id"]
+    row = wait_rows(pbx.database, "SELECT * FROM calls WHERE id = ? AND status = 'completed'",
+                    call_id, timeout=10)[0]
+    assert len(rows(pbx.database, "SELECT id FROM calls WHERE sip_call_id = ?",
+                    sip_call_id)) == 1
+    stored_legs = {leg["id"]: leg for leg in rows(
+        pbx.database, "SELECT * FROM call_legs WHERE call_id = ?", call_id)}
+    assert stored_legs and all(leg["ended_at"] is not None for leg in stored_legs.values())
+    return row, stored_legs
+
+
 def by_user(found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """One event per user (each must have exactly one)."""
     users = [e["user"] for e in found]
@@ -293,6 +311,11 @@ async def test_a_simultaneous_group_answered_by_one_member_was_answered_elsewher
         # Decided when carol answered, not when the phones' 487s came back.
         assert leg["ended_at"] >= found["carol"]["answered_at"]
     assert len({leg["leg_id"] for leg in found.values()}) == 3
+    # In the database: one record, answered by carol (not missed), with the three legs.
+    row, kept = stored(pbx, events)
+    assert (row["answered_by"], row["owner"], row["call_type"]) == ("carol", "carol", "internal")
+    assert sorted((leg["user_id"], leg["result"]) for leg in kept.values()) == [
+        ("bob", "elsewhere"), ("carol", "answered"), ("dave", "elsewhere")]
 
 
 @pytest.mark.asyncio
@@ -366,6 +389,10 @@ async def test_queue_offers_are_legs_refused_rung_out_and_taken(
     assert outcome[first] == ("busy", 486)
     assert outcome[second] == ("no_answer", None)
     assert outcome[third] == ("answered", None)
+    row, kept = stored(pbx, events)
+    assert (row["queue"], row["queue_result"], row["answered_by"]) == ("desk", "answered", third)
+    assert {(leg["user_id"], leg["result"]) for leg in kept.values()} >= {
+        (first, "busy"), (second, "no_answer"), (third, "answered")}
 
 
 @pytest.mark.asyncio
@@ -404,6 +431,11 @@ async def test_a_blind_transfer_ends_the_transferors_leg_and_answers_the_targets
     assert bobs[1]["ended_at"] == leg["answered_at"]
     transferred = next(i for i, e in enumerate(events) if e["event"] == "CallTransferred")
     assert events[transferred]["to_user"] == "carol"
+    # One record for the whole call, with both legs: the transferred call is synced too.
+    row, kept = stored(pbx, events)
+    assert (row["transferred_to"], row["transfers"]) == ("carol", 1)
+    assert sorted((leg["user_id"], leg["kind"]) for leg in kept.values()) == [
+        ("bob", "ring"), ("carol", "transfer")]
 
 
 async def _offered(agents: dict[str, Phone], seen: set[str], timeout: float = 8.0) -> str:
