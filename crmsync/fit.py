@@ -46,37 +46,63 @@ def _lengths(table: Table) -> dict[str, int]:
             if isinstance(c.type, String) and c.type.length is not None}
 
 
-def _limits() -> dict[type[Any], tuple[tuple[str, int], ...]]:
+def _limits() -> dict[type[Any], dict[str, int]]:
     calls: Table = Call.__table__  # type: ignore[assignment]
     legs: Table = CallLegRecord.__table__  # type: ignore[assignment]
-    out: dict[type[Any], tuple[tuple[str, int], ...]] = {}
+    out: dict[type[Any], dict[str, int]] = {}
     for cls in (CallStarted, CallAnswered, CallEnded, CallTransferred, CallQueued,
                 RecordingSkipped, CallLeg):
         lengths = _lengths(legs if cls is CallLeg else calls)
         if cls is not CallLeg:
             lengths["call_id"] = lengths["id"]
-        limits = []
+        limits = {}
         for f in dataclasses.fields(cls):
             column = _RENAMED.get((cls, f.name), f.name)
             if column in lengths:
-                limits.append((f.name, lengths[column]))
-        out[cls] = tuple(limits)
+                limits[f.name] = lengths[column]
+        out[cls] = limits
     return out
 
 
 _LIMITS: Final = _limits()
+_TEXTS: Final = {
+    cls: tuple(f.name for f in dataclasses.fields(cls) if "str" in str(f.type))
+    for cls in _LIMITS
+}
 
 
 def fit(event: E) -> E:
-    """``event``, or a copy with every text longer than its column cut to fit."""
-    limits = _LIMITS.get(type(event), ())
+    """``event``, or a copy with every text made storable: cut to its column's length, bytes
+    that were not UTF-8 read as Latin-1 (a display name from an old carrier, kept by the SIP
+    parser as surrogates: no database takes those), NULs dropped (PostgreSQL refuses them)."""
+    limits = _LIMITS.get(type(event), {})
     changes: dict[str, str] | None = None
-    for name, length in limits:
+    for name in _TEXTS.get(type(event), ()):
         value = getattr(event, name)
-        if isinstance(value, str) and len(value) > length:
+        if not isinstance(value, str):
+            continue
+        fixed = value if value.isascii() and "\x00" not in value else clean(value)
+        length = limits.get(name)
+        if length is not None and len(fixed) > length:
+            fixed = fixed[:length]
+        if fixed is not value:
             if changes is None:
                 changes = {}
-            changes[name] = value[:length]
+            changes[name] = fixed
     if changes is None:
         return event
     return dataclasses.replace(event, **changes)  # type: ignore[type-var]
+
+
+def clean(text: str) -> str:
+    """``text`` without NULs, its undecodable bytes (surrogate escapes) read as UTF-8 if they
+    are, else as Latin-1."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+    return text.replace("\x00", "")

@@ -55,7 +55,8 @@ def cut_off(row: dict[str, Any], at: datetime,
         disposition = "failed"
     else:
         disposition = "no_answer"
-    duration = (end - answered).total_seconds() if answered is not None else 0.0
+    duration = (end - answered).total_seconds() \
+        if answered is not None and disposition == "answered" else 0.0
     ring = row["ring_seconds"] if answered is not None and row["ring_seconds"] is not None \
         else (end - started).total_seconds()
     path, seconds = recording if recording is not None else (None, None)

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
+import io
 import logging
 import os
 import pickle
@@ -65,7 +68,7 @@ class Replay:
     """What the journal on disk holds: replay ``events`` over the calls in ``open_calls``."""
 
     open_calls: frozenset[str]
-    """Calls open at the start of the oldest segment."""
+    """Calls open at the start of any segment (those still open are to be ended)."""
     events: tuple[CallEvent, ...]
     """Every event of every segment, oldest first."""
     last_written: float | None
@@ -84,10 +87,22 @@ class RecordJournal:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        # One process per journal: a second one would replay (and end) the first one's live
+        # calls and delete its segments. The lock goes with the process, however it ends.
+        self._lock = os.open(directory / "lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise JournalLocked(
+                f"the call-record journal {directory} is in use by another PBX process; each "
+                "process needs its own storage.journal") from None
         existing = _segments(directory)
         self._seq = (existing[-1] + 1) if existing else 1
         self._fd: int | None = None
         self._written = False
+        self._failed = False
+        """The segment being written could not be opened or was cut by a failed write."""
         self.write_errors = 0
 
     def open(self, open_calls: Iterable[str]) -> None:
@@ -96,29 +111,43 @@ class RecordJournal:
 
     def append(self, event: CallEvent) -> None:
         """Journal ``event``; never raises (a full disk must not stop calls, only this)."""
+        self._written = True
         if self._fd is None:
+            self._error(None)
             return
         cls = type(event)
         try:
             self._write((cls.__name__, tuple([getattr(event, f) for f in _FIELDS[cls]])))
-        except OSError:
-            self.write_errors += 1
-            if self.write_errors == 1:
-                logger.exception("cannot write the call-record journal in %s", self.directory)
-        self._written = True
+        except OSError as exc:
+            # Nothing written after a cut frame could be read back: the next flush starts a
+            # new segment.
+            self._error(exc)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     def rotate(self, open_calls: Iterable[str]) -> int | None:
         """Close the segment being written, if anything was written to it, and start the next
         one headed by ``open_calls``; returns the closed segment's number, to pass to
         :meth:`committed` once everything it holds is in the database."""
-        if not self._written or self._fd is None:
+        if not self._written and not self._failed:
             return None
         closed = self._seq
-        os.close(self._fd)
-        self._fd = None
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
         self._seq += 1
         self._start(list(open_calls))
         return closed
+
+    def _error(self, exc: OSError | None) -> None:
+        self._failed = True
+        self.write_errors += 1
+        if self.write_errors == 1 or self.write_errors % 10_000 == 0:
+            logger.error("cannot write the call-record journal in %s (%d events not "
+                         "journaled): %s", self.directory, self.write_errors,
+                         exc or "no segment open")
 
     def committed(self, seq: int) -> None:
         """Everything in segment ``seq`` is in the database: delete it (any thread)."""
@@ -129,6 +158,16 @@ class RecordJournal:
         for seq in segments:
             self._unlink(seq)
 
+    def set_aside(self, segments: Iterable[int]) -> Path:
+        """Move segments whose replay failed to ``failed/`` (for a person to look at), so
+        that the next start does not fail on them again; returns that directory."""
+        aside = self.directory / "failed"
+        aside.mkdir(exist_ok=True)
+        for seq in segments:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(seq).rename(aside / self._path(seq).name)
+        return aside
+
     def touch(self) -> None:
         """Mark the segment being written as alive now (its time is the crash time a later
         replay assumes for calls cut off)."""
@@ -138,24 +177,36 @@ class RecordJournal:
 
     def close(self) -> None:
         """Stop writing; an empty last segment is removed (nothing to replay)."""
-        if self._fd is None:
-            return
-        os.close(self._fd)
-        self._fd = None
-        if not self._written:
-            self._unlink(self._seq)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            if not self._written:
+                self._unlink(self._seq)
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
     def _start(self, open_calls: list[str]) -> None:
-        path = self._path(self._seq)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._written = False
-        self._write((_OPEN, tuple(open_calls)))
+        self._failed = False
+        path = self._path(self._seq)
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                               0o600)
+            self._write((_OPEN, tuple(open_calls)))
+        except OSError as exc:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self._error(exc)  # tried again at the next flush
 
     def _write(self, record: tuple[str, tuple[Any, ...]]) -> None:
         assert self._fd is not None
         data = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = _FRAME.pack(len(data), zlib.crc32(data)) + data
         # One write per frame: a kill leaves a frame whole or cut at the end, never interleaved.
-        os.write(self._fd, _FRAME.pack(len(data), zlib.crc32(data)) + data)
+        if os.write(self._fd, frame) != len(frame):
+            raise OSError(errno.ENOSPC, "short write (disk full?)")
 
     def _path(self, seq: int) -> Path:
         return self.directory / f"{seq:012d}{_SUFFIX}"
@@ -175,7 +226,7 @@ def read_journal(directory: Path) -> Replay:
         return Replay(frozenset(), (), None, (), 0)
     segments = _segments(directory)
     events: list[CallEvent] = []
-    open_calls: frozenset[str] | None = None
+    open_calls: set[str] = set()
     damaged = 0
     last: float | None = None
     for seq in segments:
@@ -192,8 +243,9 @@ def read_journal(directory: Path) -> Replay:
                 continue
             tag, values = record
             if tag == _OPEN:
-                if open_calls is None:
-                    open_calls = frozenset(values)
+                # Every segment's: one whose batch failed for good may be followed by a gap
+                # (later segments committed and deleted) and calls opened in it.
+                open_calls.update(values)
                 continue
             cls = _EVENTS.get(tag)
             try:
@@ -203,7 +255,7 @@ def read_journal(directory: Path) -> Replay:
             except TypeError:
                 damaged += 1
                 logger.warning("journal segment %s: cannot read an event %r", path, tag)
-    return Replay(open_calls or frozenset(), tuple(events), last, tuple(segments), damaged)
+    return Replay(frozenset(open_calls), tuple(events), last, tuple(segments), damaged)
 
 
 def _frames(data: bytes) -> Iterable[tuple[str, tuple[Any, ...]] | None]:
@@ -219,7 +271,7 @@ def _frames(data: bytes) -> Iterable[tuple[str, tuple[Any, ...]] | None]:
             return
         offset = start + length
         try:
-            record = pickle.loads(body)
+            record = _Unpickler(io.BytesIO(body)).load()
         except Exception:
             yield None
             continue
@@ -230,6 +282,21 @@ def _frames(data: bytes) -> Iterable[tuple[str, tuple[Any, ...]] | None]:
             yield None
     if offset < end:
         yield None  # a frame header cut in half
+
+
+class JournalLocked(OSError):
+    """Another process holds the journal."""
+
+
+class _Unpickler(pickle.Unpickler):
+    """Reads the journal's own frames only: plain values and times. A file planted in the
+    directory cannot make the PBX run anything."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in (("datetime", "datetime"), ("datetime", "timezone"),
+                              ("datetime", "timedelta")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in the journal")
 
 
 def _segments(directory: Path) -> list[int]:

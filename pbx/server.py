@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -50,7 +51,7 @@ from .db import WriteBehind, open_engine
 from .events import EventHub
 from .governance import RecordingGovernance
 from .httpserver import HttpServer
-from .journal import RecordJournal, Replay, read_journal
+from .journal import JournalLocked, RecordJournal, Replay, read_journal
 from .presence import Presence
 from .prompts import Prompts, load_resolved, resolve
 from .queuecontrol import QueueControlImpl
@@ -125,16 +126,29 @@ class DbRecordSink:
         replay = await asyncio.to_thread(read_journal, journal.directory)
         ended = 0
         if replay.segments:
-            ended = await asyncio.to_thread(self._replay, replay, engine, recordings)
-            await asyncio.to_thread(self._db.flush, 60.0)
-            logger.warning(
-                "the PBX had stopped without writing everything: %d call-record events "
-                "replayed from %d journal segments (%d damaged frames), %d cut-off calls "
-                "ended", len(replay.events), len(replay.segments), replay.damaged, ended)
+            ended, committed = await asyncio.to_thread(self._replay, replay, engine,
+                                                       recordings)
+            flushed = await asyncio.to_thread(self._db.flush, 60.0)
+            if not flushed and not committed.is_set():
+                logger.warning("the database is slow to take the %d call-record events "
+                               "replayed from the journal; going on meanwhile",
+                               len(replay.events))
+            elif committed.is_set():
+                logger.warning(
+                    "the PBX had stopped without writing everything: %d call-record events "
+                    "replayed from %d journal segments (%d damaged frames), %d cut-off calls "
+                    "ended", len(replay.events), len(replay.segments), replay.damaged, ended)
+            else:
+                # Replaying them again would fail again, at every start: set them aside.
+                kept = await asyncio.to_thread(journal.set_aside, replay.segments)
+                logger.error("the call-record journal's %d events could not be written to "
+                             "the database (see the error above); kept in %s",
+                             len(replay.events), kept)
         journal.open(())
         return ended
 
-    def _replay(self, replay: Replay, engine: Engine, recordings: Recordings) -> int:
+    def _replay(self, replay: Replay, engine: Engine,
+                recordings: Recordings) -> tuple[int, threading.Event]:
         """(A thread.) Fold the journal's events over the committed rows, end the open calls
         and hand the result to the writer; the segments go once it is committed."""
         ids = set(replay.open_calls)
@@ -161,14 +175,19 @@ class DbRecordSink:
         assert journal is not None
         segments = replay.segments
 
+        committed = threading.Event()
+
+        def done(_session: Session) -> None:
+            journal.discard(segments)
+            committed.set()
+
         def replayed(session: Session) -> None:
             if job is not None:
                 job(session)
-            sa_event.listen(session, "after_commit", lambda _s: journal.discard(segments),
-                            once=True)
+            sa_event.listen(session, "after_commit", done, once=True)
 
         self._db.submit(replayed)
-        return ended
+        return ended, committed
 
 
 def run(config: Config, config_path: Path, pidfile: Path | None) -> int:
@@ -322,6 +341,8 @@ class Pbx:
     def _journal(config: Config) -> RecordJournal | None:
         try:
             return RecordJournal(config.storage.journal_dir)
+        except JournalLocked:
+            raise  # another PBX runs on it: starting would end its calls
         except OSError as exc:
             logger.error("no call-record journal (%s): a killed PBX would lose the records of "
                          "its last moments and of the calls it had open", exc)
@@ -462,7 +483,7 @@ async def serve(config: Config, config_path: Path, pidfile: Path | None) -> int:
     pbx = Pbx(config, config_path)
     try:
         await pbx.start()
-    except (OSError, schema.SchemaError) as e:
+    except (OSError, schema.SchemaError) as e:  # JournalLocked is an OSError
         logger.error("cannot start: %s", e)
         return 1
     stop = asyncio.Event()

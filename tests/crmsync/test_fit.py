@@ -61,10 +61,20 @@ def test_long_texts_are_cut_to_their_columns() -> None:
     assert len(leg.number or "") == 64
 
 
+def test_texts_no_database_takes_are_made_storable() -> None:
+    # A Latin-1 display name (kept by the SIP parser as surrogate escapes) and a NUL.
+    event = fit(_started("a", name="M\udcfcller\x00"))
+    assert event.from_name == "Müller"
+    # UTF-8 bytes that came through as escapes are read as UTF-8.
+    assert fit(_started("b", name="Gr\udcc3\udcbc\udcc3\udc9fe")).from_name == "Grüße"
+    ended = fit(CallEnded("a", T0, "answered", "x\x00y", "caller", 200, 1.0, 1.0))
+    assert ended.hangup_cause == "xy"
+
+
 def test_a_batch_with_an_oversized_caller_is_written_whole(engine: Engine) -> None:
     folder = CallRecordFolder()
     for event in (_started("good-1"), _started("huge", name="Ä" * 2000, number="5" * 500),
-                  _started("good-2")):
+                  _started("latin", name="M\udcfcller\x00"), _started("good-2")):
         folder.add(fit(event))
     job = folder.flush()
     assert job is not None
@@ -72,5 +82,6 @@ def test_a_batch_with_an_oversized_caller_is_written_whole(engine: Engine) -> No
         job(s)
     with Session(engine) as s:
         rows = {r.id: r for r in s.scalars(select(Call))}
-    assert set(rows) == {"good-1", "huge", "good-2"}
+    assert set(rows) == {"good-1", "huge", "latin", "good-2"}
+    assert rows["latin"].from_name == "Müller"
     assert rows["huge"].from_name == "Ä" * 255 and rows["huge"].from_number == "5" * 64

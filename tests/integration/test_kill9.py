@@ -8,6 +8,8 @@ import asyncio
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,7 +21,7 @@ from pbx.journal import read_journal
 from pbx.records import CallEnded
 from tests.crmsync.test_webhooks import Receiver
 from tests.integration.db import rows
-from tests.integration.pbx_process import USERS, run_pbx
+from tests.integration.pbx_process import ROOT, USERS, run_pbx
 from tests.integration.test_sipp_calls import SIPP_AUTH
 from tests.peers.sipp import SippRun, registered_callee, start_sipp
 
@@ -135,3 +137,16 @@ async def test_kill_9_in_the_middle_of_100_calls_loses_no_record_event_or_record
               f"{len(ended_in_journal & open_before)} of them ended in the journal only")
     finally:
         await receiver.close()
+
+
+def test_a_second_pbx_on_the_same_journal_refuses_to_start(tmp_path: Path) -> None:
+    """Started by mistake beside a running PBX (same config), a second process would replay the
+    first one's journal and end its live calls: it refuses to start instead."""
+    with run_pbx(tmp_path) as pbx:
+        second = subprocess.run(
+            [sys.executable, "-m", "pbx", "run", "--config", str(pbx.config_path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert "in use by another PBX process" in second.stdout + second.stderr
+        assert pbx.proc.poll() is None
+        assert list((tmp_path / "journal").glob("*.journal"))  # the first one's, untouched

@@ -4,11 +4,15 @@ short by the kill ends its segment, and committed segments go."""
 from __future__ import annotations
 
 import os
+import pickle
 import struct
+import zlib
 from datetime import datetime
 from pathlib import Path
 
-from pbx.journal import RecordJournal, read_journal
+import pytest
+
+from pbx.journal import JournalLocked, RecordJournal, read_journal
 from pbx.records import CallAnswered, CallEnded, CallLeg, CallStarted
 
 T0 = datetime(2026, 11, 21, 9, 0, 0)
@@ -19,7 +23,7 @@ def _started(cid: str) -> CallStarted:
                        "bob", T0)
 
 
-def test_events_come_back_in_order_with_the_calls_open_at_the_oldest_segment(
+def test_events_come_back_in_order_with_the_calls_open_at_any_segment(
         tmp_path: Path) -> None:
     journal = RecordJournal(tmp_path)
     journal.open(["old-1", "old-2"])
@@ -31,7 +35,7 @@ def test_events_come_back_in_order_with_the_calls_open_at_the_oldest_segment(
                              "/r/a.wav", 4.0, "12#"))
     journal.append(CallLeg("a", "a:1", "ring", "bob", None, T0, T0, None, "answered"))
     replay = read_journal(tmp_path)
-    assert replay.open_calls == {"old-1", "old-2"}
+    assert replay.open_calls == {"old-1", "old-2", "a"}
     assert [type(e).__name__ for e in replay.events] == [
         "CallStarted", "CallAnswered", "CallEnded", "CallLeg"]
     assert replay.events[2] == CallEnded("a", T0, "answered", "caller hung up", "caller", 200,
@@ -60,7 +64,7 @@ def test_nothing_written_nothing_rotated_and_a_clean_close_leaves_no_segment(
     journal.open([])
     assert journal.rotate([]) is None
     journal.close()
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.glob("*.journal")) == []
     assert read_journal(tmp_path).segments == ()
 
 
@@ -92,7 +96,14 @@ def test_a_new_journal_continues_after_the_segments_it_finds(tmp_path: Path) -> 
     first = RecordJournal(tmp_path)
     first.open([])
     first.append(_started("a"))
-    # A kill: no close. The next process replays these, then starts after them.
+    # While the first process lives, nobody else may use its journal.
+    with pytest.raises(JournalLocked, match="in use by another PBX process"):
+        RecordJournal(tmp_path)
+    # A kill: no close (the lock goes with the process). The next process replays these,
+    # then starts after them.
+    assert first._fd is not None
+    os.close(first._fd)
+    os.close(first._lock)
     second = RecordJournal(tmp_path)
     left = read_journal(tmp_path)
     second.open([])
@@ -102,11 +113,43 @@ def test_a_new_journal_continues_after_the_segments_it_finds(tmp_path: Path) -> 
     assert [e.call_id for e in replay.events] == ["b"]
 
 
-def test_a_journal_that_cannot_be_written_does_not_raise(tmp_path: Path) -> None:
+def test_a_gap_left_by_a_failed_batch_still_names_every_open_call(tmp_path: Path) -> None:
+    journal = RecordJournal(tmp_path)
+    journal.open([])
+    journal.append(_started("a"))
+    kept = journal.rotate(["a"])  # its batch fails for good: the segment stays
+    journal.append(_started("x"))
+    done = journal.rotate(["a", "x"])
+    assert kept is not None and done is not None
+    journal.committed(done)
+    journal.append(CallAnswered("a", T0, "bob", 1.0))
+    # x started after the kept segment and has no event since: only a header names it.
+    assert read_journal(tmp_path).open_calls == {"a", "x"}
+
+
+def test_a_planted_frame_cannot_run_code(tmp_path: Path) -> None:
+    journal = RecordJournal(tmp_path)
+    journal.open([])
+    journal.append(_started("a"))
+    evil = pickle.dumps(os.getcwd)  # a callable: refused by the journal's reader
+    path = next(tmp_path.glob("*.journal"))
+    with path.open("ab") as f:
+        f.write(struct.pack("<II", len(evil), zlib.crc32(evil)) + evil)
+    replay = read_journal(tmp_path)
+    assert [e.call_id for e in replay.events] == ["a"] and replay.damaged == 1
+
+
+def test_a_journal_that_cannot_be_written_does_not_raise_and_recovers(tmp_path: Path) -> None:
     journal = RecordJournal(tmp_path)
     journal.open([])
     assert journal._fd is not None
     os.close(journal._fd)  # the descriptor goes bad under it (as a full disk would fail)
     journal.append(_started("a"))
-    assert journal.write_errors == 1
-    journal._fd = None
+    journal.append(_started("b"))
+    assert journal.write_errors == 2
+    # The next flush starts a new segment, and what comes after is journaled again.
+    assert journal.rotate(["a", "b"]) is not None
+    journal.append(_started("c"))
+    assert journal.write_errors == 2
+    assert [e.call_id for e in read_journal(tmp_path).events] == ["c"]
+    journal.close()
