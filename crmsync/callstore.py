@@ -245,13 +245,22 @@ def apply_late(session: Session, call_id: str, fields: Mapping[str, Any],
             changes["subject"] = text
     stored = {leg["id"]: leg for leg in read_legs(session, [call_id]).get(call_id, [])}
     changed_legs = []
+    end = new["ended_at"]
     for leg in legs:
         leg = dict(leg)
-        if leg["ended_at"] is None and new["ended_at"] is not None:
-            leg["ended_at"] = new["ended_at"]
+        # An open leg ends with the call, unless it began after the end stored so far (a
+        # queue's callback, after the caller hung up): that one ends with the callback's end.
+        if leg["ended_at"] is None and end is not None and leg["started_at"] <= end:
+            leg["ended_at"] = end
         if stored.get(leg["id"]) != leg:
             changed_legs.append(leg)
             stored[leg["id"]] = leg
+    if "ended_at" in changes and end is not None:
+        for leg in list(stored.values()):
+            if leg["ended_at"] is None or leg["ended_at"] < leg["started_at"]:
+                leg = {**leg, "ended_at": max(end, leg["started_at"])}
+                changed_legs.append(leg)
+                stored[leg["id"]] = leg
     if not changes and not changed_legs:
         return None
     upsert_legs(session, changed_legs)

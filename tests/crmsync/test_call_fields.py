@@ -259,18 +259,22 @@ def test_a_change_after_the_end_is_a_new_revision_and_call_updated(engine: Engin
     folder.add(CallQueued("q", "support", "abandoned", 28.5))
     apply(engine, folder)
     assert rows(engine)["q"]["revision"] == 2
-    # A leg that comes late is a change too; open, it ends with the call.
+    # A leg that comes late is a change too. Begun after the end (a queue's callback, after
+    # the caller hung up), it stays open until the callback's own end comes.
     folder.add(leg("q", "q:1", "bob", "answered", 40, answered=41))
     apply(engine, folder)
-    assert legs(engine, "q") == [("q:1", "ring", "bob", "answered", at(30))]
+    assert legs(engine, "q") == [("q:1", "ring", "bob", "answered", None)]
     assert [x["id"] for x in outbox(engine)["q:call.updated:3"]["legs"]] == ["q:1"]
+    folder.add(CallEnded("q", at(70), "answered", "callee hung up", "callee", None, 29.0, 1.0))
+    apply(engine, folder)
+    assert legs(engine, "q") == [("q:1", "ring", "bob", "answered", at(70))]
     # A subject someone wrote stays when a late change comes.
     with Session(engine) as s, s.begin():
         annotate(s, "q", {"subject": "Complaint"}, user=None, any_call=True)
     folder.add(CallQueued("q", "support", "timeout", 28.5))
     apply(engine, folder)
     row = rows(engine)["q"]
-    assert (row["subject"], row["queue_result"], row["revision"]) == ("Complaint", "timeout", 5)
+    assert (row["subject"], row["queue_result"], row["revision"]) == ("Complaint", "timeout", 6)
     # An event of a call the store does not have changes nothing.
     folder.add(CallQueued("nope", "support", "abandoned", 1.0))
     folder.add(leg("nope", "nope:1", "bob", "no_answer", 0, end=1))
