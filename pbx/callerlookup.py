@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -19,10 +20,15 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crm-lookup")
-#: Look-ups running or waiting for a thread; beyond this, callers go on without one.
-MAX_PENDING = 8
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="crm-lookup")
+#: Look-ups running or waiting for a thread; beyond this, callers go on without one (a
+#: look-up takes a millisecond or two: this many pending means the database is in trouble).
+MAX_PENDING = 64
 _pending = 0
+#: Slow or failed look-ups are logged at most once per this many seconds (with a count).
+_LOG_EVERY = 10.0
+_quiet_until = 0.0
+_unlogged = 0
 
 
 def start_lookup(lookup: Callable[[str], T], number: str) -> asyncio.Future[T] | None:
@@ -49,14 +55,31 @@ async def wait_lookup(future: asyncio.Future[T] | None, number: str, timeout: fl
     look-up goes on in its thread and is dropped). ``what`` says what goes on without it."""
     if future is None:
         return default
+    if timeout <= 0 and not future.done():
+        return default  # the call's setup took the time already: not the look-up's fault
     try:
         return await asyncio.wait_for(asyncio.shield(future), max(0.0, timeout))
     except TimeoutError:
-        logger.warning("CRM look-up of %s took over %.1f s; %s without it", number, timeout,
-                       what)
-    except Exception:
-        logger.exception("CRM look-up of %s failed; %s without it", number, what)
+        _log(logging.WARNING, "CRM look-up of %s took over %.1f s; %s without it", number,
+             timeout, what)
+    except Exception as exc:
+        _log(logging.ERROR, "CRM look-up of %s failed (%s); %s without it", number, exc, what)
     return default
+
+
+def _log(level: int, message: str, *args: object) -> None:
+    """Log, but not more than once per ``_LOG_EVERY`` seconds: under load a slow database
+    would otherwise write a line per call."""
+    global _quiet_until, _unlogged
+    now = time.monotonic()
+    if now < _quiet_until:
+        _unlogged += 1
+        return
+    if _unlogged:
+        message += f" ({_unlogged} more like it in the last {_LOG_EVERY:g} s)"
+    _quiet_until = now + _LOG_EVERY
+    _unlogged = 0
+    logger.log(level, message, *args)
 
 
 async def look_up(lookup: Callable[[str], T] | None, number: str, timeout: float,

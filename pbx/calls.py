@@ -103,6 +103,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         self.local = LocalCalls(self)
         #: The call queues (set by the server once the controller exists).
         self.queues: Queues | None = None
+        #: The CRM look-up that names outside callers on the phones (set by the server).
+        self.name_lookup = None
         #: The PBX's own services by ``features:`` key; the config says which code reaches
         #: each (:func:`pbx.routing.route_dialled`).
         self.services: dict[str, tuple[str, Service]] = builtin_services(

@@ -45,7 +45,7 @@ from .routing import (
 from .trunkcalls import try_next_trunk
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
 
     from .config import User
     from .localcall import LocalCall, LocalCalls, Service
@@ -54,8 +54,6 @@ if TYPE_CHECKING:
     from .queueviews import CallerRecord
     from .sipapp import SipApp
 
-    CrmAnswer = tuple[CallerRecord | None, str | None]
-    """A CRM look-up's answer: the caller's record, the agent who last took their call."""
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +70,8 @@ class Ringing:
     """Plans of ring steps, ring groups, fallbacks."""
 
     app: SipApp
+    name_lookup: Callable[[str], CallerRecord | None] | None
+    """The CRM record of an outside caller's number (blocking: run in the look-up pool)."""
     local: LocalCalls
     queues: Queues | None
 
@@ -340,23 +340,24 @@ class Ringing:
             self._leg_done(call, leg, result, code if result == "failed" else None)
 
     # -- the caller's name from the CRM ----------------------------------------------------
-    def _start_name_lookup(self, call: Call) -> asyncio.Future[CrmAnswer] | None:
+    def _start_name_lookup(self, call: Call) -> asyncio.Future[CallerRecord | None] | None:
         """Ask the CRM who an outside caller is, so the phones can show their name (a queue
         names its callers itself, before it offers them)."""
         caller = call.caller
-        queues = self.queues
-        lookup = queues.lookup if queues is not None else None
+        lookup = self.name_lookup
         if lookup is None or not isinstance(caller, Outsider) or call.caller_name is not None \
                 or call.observer is not None or not any(ch.isdigit() for ch in caller.number):
             return None
         return start_lookup(lookup, caller.number)
 
-    async def _caller_name(self, call: Call, lookup: asyncio.Future[CrmAnswer] | None,
+    async def _caller_name(self, call: Call,
+                           lookup: asyncio.Future[CallerRecord | None] | None,
                            timeout: float) -> None:
         """Wait for the look-up (at most ``timeout`` seconds) and name the caller from it."""
         if lookup is None:
             return
-        match, _ = await wait_lookup(lookup, call.caller.extension, timeout, (None, None),
-                                     "ringing")
-        if match is not None and match.name:
+        match = await wait_lookup(lookup, call.caller.extension, timeout, None, "ringing")
+        # A record with neither a name nor a company is "named" by its number: the trunk's
+        # display name says more.
+        if match is not None and any(ch.isalpha() for ch in match.name):
             call.caller_name = match.name

@@ -297,6 +297,7 @@ class Pbx:
         self.reminders.start()
         self.queues = Queues(self.app, self.app.calls)
         self.queues.lookup = self._lookup
+        self.app.calls.name_lookup = self.caller_lookup.match
         self.app.calls.queues = self.queues
         self.app.calls.services.update(agent_services(self.queues))
         self.queues.start()

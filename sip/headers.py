@@ -217,8 +217,17 @@ def unquote(text: str) -> str:
     return "".join(out)
 
 
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def quote(text: str) -> str:
-    """Quote a display name or parameter value (RFC 3261 25.1 ``quoted-string``)."""
+    """Quote a display name or parameter value (RFC 3261 25.1 ``quoted-string``).
+
+    CR and LF cannot appear in a quoted-string even escaped (``quoted-pair`` excludes them),
+    and would end the header: they, and the other control characters, become spaces.
+    """
+    if not text.isprintable():
+        text = _CONTROLS.sub(" ", text)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -14,6 +14,38 @@ from pbx import callerlookup
 from pbx.callerlookup import MAX_PENDING, look_up, start_lookup, wait_lookup
 
 
+@pytest.fixture(autouse=True)
+def _logs_not_held_back() -> None:
+    """Each test sees its own first warning (they are logged once per 10 s at most)."""
+    callerlookup._quiet_until = 0.0
+    callerlookup._unlogged = 0
+
+
+@pytest.mark.asyncio
+async def test_a_slow_database_is_logged_once_per_ten_seconds(
+        caplog: pytest.LogCaptureFixture) -> None:
+    release = threading.Event()
+
+    def hung(number: str) -> str:
+        release.wait(10)
+        return number
+
+    with caplog.at_level(logging.WARNING, logger="pbx.callerlookup"):
+        for n in range(3):
+            assert await look_up(hung, f"+8190000000{n}", 0.05, None, "ringing") is None
+    release.set()
+    assert caplog.text.count("took over") == 1
+    # No time left for it (the call's setup took it): no look-up waited for, nothing logged.
+    future = start_lookup(lambda n: n, "+819012345678")
+    callerlookup._quiet_until = 0.0
+    with caplog.at_level(logging.WARNING, logger="pbx.callerlookup"):
+        caplog.clear()
+        assert await wait_lookup(future, "+819012345678", 0.0, "d", "ringing") == "d"
+    assert caplog.text == ""
+    assert future is not None
+    await future
+
+
 @pytest.mark.asyncio
 async def test_an_answer_in_time_is_used() -> None:
     assert await look_up(lambda n: f"name of {n}", "+819012345678", 0.5, None,
@@ -49,7 +81,7 @@ async def test_a_failing_lookup_gives_the_default(caplog: pytest.LogCaptureFixtu
 
     with caplog.at_level(logging.ERROR, logger="pbx.callerlookup"):
         assert await look_up(broken, "+819012345678", 0.5, "x", "queued") == "x"
-    assert "failed; queued without it" in caplog.text
+    assert "failed (database is gone); queued without it" in caplog.text
     await _drained()
 
 
