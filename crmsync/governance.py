@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import phonenumbers
 from phonenumbers import PhoneNumberFormat as PNF
@@ -141,17 +141,17 @@ def erase_number(session: Session, number: str, region: str, actor: str,
     # else holds them: stored webhook payloads, scheduled calls, names made from the number.
     numbers = set(forms) | {e164}
     names = {r[4] for r in rows if r[2] in forms and r[4] and len(r[4]) > 2}
-    scrub = _scrubber(numbers | names, e164, region)
+    scrub = _scrubber(numbers, e164, region, names)
     events = _scrub_outbox(session, [r[0] for r in rows], scrub)
     scheduled = _erase_scheduled(session, e164, scrub, stamp)
     # Only the number itself: a contact's name is the CRM's, not something the call brought.
-    _scrub_names(session, e164, _scrubber(numbers, e164, region))
+    _scrub_names(session, e164, lambda text: scrub(text, False))
     for call_id, path, from_number, to_number, _name, *texts in rows:
         values: dict[str, object] = {"callback_number": None}
         # What people wrote about the call may name the number or the caller.
         for column, text in zip(("subject", "description", "result"), texts, strict=True):
-            if text and scrub(text) != text:
-                values[column] = scrub(text)
+            if text and scrub(text, True) != text:
+                values[column] = scrub(text, True)
         if from_number in forms:
             values.update(from_number=ERASED, from_name="")
         if to_number in forms:
@@ -160,11 +160,12 @@ def erase_number(session: Session, number: str, region: str, actor: str,
             values.update(recording_path=None, recording_state=ERASED,
                           recording_deleted_at=stamp)
         session.execute(update(Call).where(Call.id == call_id).values(**values))
-    for start in range(0, len(rows), BATCH):
-        chunk = [r[0] for r in rows[start:start + BATCH]]
-        session.execute(update(CallLegRecord).where(CallLegRecord.call_id.in_(chunk),
-                                                    CallLegRecord.number.in_(forms))
-                        .values(number=ERASED))
+    # The number dialled as a leg of anyone's call (a transfer or a callback to it).
+    session.execute(update(CallLegRecord)
+                    .where(CallLegRecord.number.in_(forms),
+                           CallLegRecord.call_id.not_in(
+                               select(Call.id).where(Call.legal_hold.is_(True))))
+                    .values(number=ERASED))
     removed = session.execute(delete(PhoneNumber).where(PhoneNumber.number_e164 == e164))
     result = Erasure(e164, len(rows), len(paths), int(held),
                      int(removed.rowcount or 0),  # type: ignore[attr-defined]
@@ -176,14 +177,25 @@ def erase_number(session: Session, number: str, region: str, actor: str,
     return result, paths
 
 
-def _scrubber(secrets: set[str], e164: str, region: str) -> Callable[[str], str]:
-    """A function replacing every secret in a text with ``erased`` (longest first, so that a
-    number's national form inside its E.164 form is not left half done), and the number
-    written any other way (``+81 90-1234-5678``, found by phonenumbers' matcher)."""
-    pattern = re.compile("|".join(re.escape(s) for s in sorted(secrets, key=len, reverse=True)))
+_NAME_KEYS: Final = frozenset({"from_name", "subject", "description", "result", "name"})
+"""Fields of stored events where a caller's name may be (elsewhere a name-like word, such as
+a queue called "support", is left alone)."""
 
-    def scrub(text: str) -> str:
-        text = pattern.sub(ERASED, text)
+
+def _scrubber(numbers: set[str], e164: str, region: str,
+              names: set[str]) -> Callable[[str, bool], str]:
+    """A function replacing the number in a text with ``erased``: in the forms ``numbers``
+    (not inside a longer number), and written any other way (``+81 90-1234-5678``, found by
+    phonenumbers' matcher); and, when asked (``with_names``), the callers' ``names``."""
+    digits = re.compile("(?<![0-9])(?:" + "|".join(
+        re.escape(n) for n in sorted(numbers, key=len, reverse=True)) + ")(?![0-9])")
+    named = re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))) \
+        if names else None
+
+    def scrub(text: str, with_names: bool = True) -> str:
+        text = digits.sub(ERASED, text)
+        if with_names and named is not None:
+            text = named.sub(ERASED, text)
         if not any(ch.isdigit() for ch in text):
             return text
         spans = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region)
@@ -195,18 +207,18 @@ def _scrubber(secrets: set[str], e164: str, region: str) -> Callable[[str], str]
     return scrub
 
 
-def _scrub_json(value: Any, scrub: Callable[[str], str]) -> Any:
+def _scrub_json(value: Any, scrub: Callable[[str, bool], str], key: str = "") -> Any:
     if isinstance(value, str):
-        return scrub(value)
+        return scrub(value, key in _NAME_KEYS)
     if isinstance(value, list):
-        return [_scrub_json(v, scrub) for v in value]
+        return [_scrub_json(v, scrub, key) for v in value]
     if isinstance(value, dict):
-        return {k: _scrub_json(v, scrub) for k, v in value.items()}
+        return {k: _scrub_json(v, scrub, k) for k, v in value.items()}
     return value
 
 
 def _scrub_outbox(session: Session, call_ids: Sequence[str],
-                  scrub: Callable[[str], str]) -> int:
+                  scrub: Callable[[str, bool], str]) -> int:
     """Scrub the stored events of the calls (delivered or waiting: a delivery still to go out
     then carries the anonymised call, and none kept for replay carries the number)."""
     changed = 0
@@ -220,7 +232,7 @@ def _scrub_outbox(session: Session, call_ids: Sequence[str],
             except ValueError:
                 body = None
             fresh = json.dumps(_scrub_json(body, scrub), separators=(",", ":"),
-                               ensure_ascii=False) if body is not None else scrub(payload)
+                               ensure_ascii=False) if body is not None else scrub(payload, True)
             if fresh != payload:
                 session.execute(update(OutboxEvent).where(OutboxEvent.id == outbox_id)
                                 .values(payload=fresh))
@@ -228,16 +240,16 @@ def _scrub_outbox(session: Session, call_ids: Sequence[str],
     return changed
 
 
-def _erase_scheduled(session: Session, e164: str, scrub: Callable[[str], str],
+def _erase_scheduled(session: Session, e164: str, scrub: Callable[[str, bool], str],
                      now: datetime) -> int:
     """Scheduled calls with the number: the number and its mentions go; one still to come is
     cancelled (nobody can call an erased number)."""
     found = session.scalars(select(ScheduledCall).where(ScheduledCall.number == e164)).all()
     for call in found:
         call.number = ERASED
-        call.subject = scrub(call.subject)
-        call.description = scrub(call.description)
-        call.result = scrub(call.result)
+        call.subject = scrub(call.subject, True)
+        call.description = scrub(call.description, True)
+        call.result = scrub(call.result, True)
         if call.status == "scheduled":
             call.status = "cancelled"
             call.result = "the number was erased"

@@ -109,7 +109,10 @@ def test_erasure_leaves_the_number_nowhere_else(store: tuple[Governance, Path, o
         for n, call in enumerate((mine, other)):
             payload = {"event": "call.ended", "call": {
                 "id": call.id, "from_number": call.from_number, "from_name": call.from_name,
-                "subject": f"Inbound call from {call.from_name} ({call.from_number})"},
+                "subject": f"Inbound call from {call.from_name} ({call.from_number})",
+                # A longer number holding this one's digits, and a queue named like the
+                # caller: neither is the person's.
+                "description": "fax +8190123456789", "queue": "Ichiro Tanaka"},
                 "legs": [{"number": "09012345678"}]}
             s.add(OutboxEvent(event="call.ended", call_id=call.id, idempotency_key=f"k{n}",
                               payload=json.dumps(payload), created_at=NOW))
@@ -120,6 +123,10 @@ def test_erasure_leaves_the_number_nowhere_else(store: tuple[Governance, Path, o
                                 result="", created_at=NOW, updated_at=NOW))
         create_lead(s, first_name="090-1234-5678", phones=[("+819012345678", "")],
                     region="JP")
+        # Another person's call, transferred to the erased number.
+        s.add(CallLegRecord(id=f"{other.id}:1", call_id=other.id, kind="outside",
+                            user_id=None, number="+819012345678", started_at=NOW,
+                            answered_at=NOW, ended_at=NOW, result="answered"))
         mine_id = mine.id
     result = gov.erase("+81 90 1234 5678", "admin-key")
     assert (result.events, result.scheduled_calls) == (1, 2)
@@ -127,8 +134,12 @@ def test_erasure_leaves_the_number_nowhere_else(store: tuple[Governance, Path, o
         bodies = {o.call_id: o.payload for o in s.scalars(select(OutboxEvent))}
         scheduled = s.scalars(select(ScheduledCall)).all()
         [lead] = s.scalars(select(Lead)).all()
-    assert "1234" not in bodies[mine_id] and "Tanaka" not in bodies[mine_id]
-    assert json.loads(bodies[mine_id])["call"]["subject"] == "Inbound call from erased (erased)"
+    body = json.loads(bodies[mine_id])
+    assert (body["call"]["from_number"], body["call"]["from_name"]) == ("erased", "erased")
+    assert body["legs"] == [{"number": "erased"}]
+    call = json.loads(bodies[mine_id])["call"]
+    assert call["subject"] == "Inbound call from erased (erased)"
+    assert (call["description"], call["queue"]) == ("fax +8190123456789", "Ichiro Tanaka")
     assert "+819099999999" in next(b for c, b in bodies.items() if c != mine_id)
     assert sorted(c.status for c in scheduled) == ["cancelled", "completed"]
     for call in scheduled:
@@ -136,7 +147,9 @@ def test_erasure_leaves_the_number_nowhere_else(store: tuple[Governance, Path, o
     assert lead.first_name == "erased"
     with Session(engine) as s:  # type: ignore[call-overload]
         call = s.get(Call, mine_id)
-        [leg] = s.scalars(select(CallLegRecord)).all()
+        found = {leg.id: leg for leg in s.scalars(select(CallLegRecord))}
+        leg = found[f"{mine_id}:1"]
+        assert found[next(k for k in found if not k.startswith(mine_id))].number == "erased"
         assert call is not None
         assert (call.subject, call.description) == (
             "Inbound call from erased", "He asked us to call erased after six")
