@@ -33,13 +33,15 @@ import math
 import re
 import uuid
 import zipfile
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from . import callfields
@@ -269,6 +271,14 @@ class _Checker:
         self.problems: list[RowProblem] = []
         self.calls: list[dict[str, Any]] = []
         self.scheduled: list[dict[str, Any]] = []
+        self._seen: Counter[str] = Counter()
+        """How often each row's content came so far in this file (two identical rows are
+        two calls, each with its own id)."""
+
+    def _id(self, table: str, kind: str, v: Mapping[str, Any]) -> str:
+        what = _content(table, kind, v)
+        self._seen[what] += 1
+        return str(uuid.uuid5(_IMPORTED, f"{what}|{self._seen[what]}"))
 
     def cell(self, line: int, column: str, check: Any, *args: Any) -> Any:
         try:
@@ -351,7 +361,7 @@ class _Checker:
         start: datetime = v["start"]
         agent: str | None = v["agent"]
         return {
-            "id": _content_id("call", kind, v), "sip_call_id": f"import:{self.source}:{line}",
+            "id": self._id("call", kind, v), "sip_call_id": f"import:{self.source}:{line}",
             "direction": "inbound" if inbound else "outbound",
             "from_number": v["number"] if inbound else (agent or ""), "from_name": "",
             "to_number": (agent or "") if inbound else v["number"],
@@ -374,7 +384,7 @@ class _Checker:
 
     def _scheduled(self, kind: str, status: str, v: dict[str, Any]) -> dict[str, Any]:
         return {
-            "id": _content_id("scheduled", f"{kind}/{status}", v), "subject": v["subject"],
+            "id": self._id("scheduled", f"{kind}/{status}", v), "subject": v["subject"],
             "direction": "inbound" if kind == "inbound" else "outbound", "number": v["number"],
             "record_kind": None, "record_id": None, "owner": v["agent"],
             "start_at": v["start"], "reminder_at": None, "status": status,
@@ -386,13 +396,13 @@ class _Checker:
 _IMPORTED: Final = uuid.UUID("6f1d3c1e-8a4b-5d2e-9c7f-0b1a2c3d4e5f")
 
 
-def _content_id(table: str, kind: str, v: Mapping[str, Any]) -> str:
-    """The id of an imported row, made of what it says: the same row imported again (from
+def _content(table: str, kind: str, v: Mapping[str, Any]) -> str:
+    """What an imported row says, as the key of its id: the same row imported again (from
     this file or another) has the same id, and is skipped."""
     start: datetime = v["start"]
-    what = "|".join(str(x) for x in (table, kind, v["number"], start.isoformat(),
-                                     v.get("duration"), v["agent"], v["subject"]))
-    return str(uuid.uuid5(_IMPORTED, what))
+    return "|".join(str(x) for x in (
+        table, kind, v["number"], start.isoformat(), v.get("duration"), v["agent"],
+        v["subject"], v["description"], v.get("purpose"), v.get("result"), v.get("cost")))
 
 
 def _new(session: Session, model: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -436,14 +446,22 @@ def import_calls(session: Session, data: bytes, fmt: FileFormat, *, filename: st
         raise ImportRejected(checker.problems)
     calls = _new(session, Call, checker.calls)
     scheduled = _new(session, ScheduledCall, checker.scheduled)
+    # Another import of the same rows at the same moment may get in first: theirs stay.
     if calls:
         _link(session, calls)
-        session.execute(insert(Call), calls)
+        session.execute(_insert(session, Call).on_conflict_do_nothing(
+            index_elements=["id"]), calls)
     if scheduled:
-        session.execute(insert(ScheduledCall), scheduled)
+        session.execute(_insert(session, ScheduledCall).on_conflict_do_nothing(
+            index_elements=["id"]), scheduled)
     total = len(checker.calls) + len(checker.scheduled)
     return ImportResult(total, len(calls), len(scheduled),
                         total - len(calls) - len(scheduled))
+
+
+def _insert(session: Session, model: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
 
 
 def _link(session: Session, calls: list[dict[str, Any]]) -> None:

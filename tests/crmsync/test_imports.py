@@ -147,17 +147,24 @@ def test_importing_a_file_again_adds_nothing(engine: Engine) -> None:
     imports = CallImports(engine, "JP")
     first = imports.import_calls(make("csv", GOOD), "csv", filename="may.csv")
     assert (first.calls, first.scheduled, first.duplicates) == (3, 2, 0)
-    # The same rows again (even as xlsx under another name, with one row twice): all known.
-    again = imports.import_calls(make("xlsx", [*GOOD, GOOD[0]]), "xlsx",
-                                 filename="may-copy.xlsx")
-    assert (again.rows, again.calls, again.scheduled, again.duplicates) == (6, 0, 0, 6)
+    # The same rows again (even as xlsx under another name): all known.
+    again = imports.import_calls(make("xlsx", GOOD), "xlsx", filename="may-copy.xlsx")
+    assert (again.rows, again.calls, again.scheduled, again.duplicates) == (5, 0, 0, 5)
     assert counts(engine) == (3, 2)
+    # Two identical rows in one file are two calls (two missed calls in the same minute),
+    # and that file imported again adds nothing either.
+    twice = imports.import_calls(make("csv", [GOOD[2], GOOD[2]]), "csv", filename="b.csv")
+    assert (twice.calls, twice.duplicates) == (1, 1)  # the first was in may.csv already
+    assert counts(engine) == (4, 2)
+    assert imports.import_calls(make("csv", [GOOD[2], GOOD[2]]), "csv",
+                                filename="b.csv").duplicates == 2
+    assert counts(engine) == (4, 2)
     # A row that differs in what it says is a new call.
     changed = [list(GOOD[0])]
     changed[0][HEADER.index("duration")] = 66
     more = imports.import_calls(make("csv", changed), "csv", filename="may.csv")
     assert (more.calls, more.duplicates) == (1, 0)
-    assert counts(engine) == (4, 2)
+    assert counts(engine) == (5, 2)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx"])
