@@ -117,6 +117,13 @@ class LocalBridge:
             if resp is None or not 200 <= resp.status < 300 or call.state != "answered":
                 logger.info("call %s: the caller could not be moved to the answering phone",
                             call.id)
+                # The phone answered, but the caller never reached it: that leg failed (the
+                # caller goes back to where they were, e.g. a queue, and may reach another).
+                leg = call.party_legs.get("b")
+                if leg is not None:
+                    code = resp.status if resp is not None and resp.status >= 300 else None
+                    self.app.records.emit(leg.event(call.id, "failed", code, utcnow()))
+                    del call.party_legs["b"]
                 if call.state == "answered":
                     self.hangup(call, "caller refused the media change")
                 return
