@@ -413,6 +413,7 @@ def drive(args: argparse.Namespace, url: str | None, server_pid: int | None) -> 
           f"{args.seconds:g} s, held {args.hold[0]:g}-{args.hold[1]:g} s; database "
           f"{db_url.split(':', 1)[0]}; poll every {args.poll_ms:g} ms", flush=True)
     poller: RecordPoller | None = None
+    profiler: Profiler | None = None
     sipps: list[h.SippProcess] = []
     try:
         pbx.start()
@@ -441,7 +442,6 @@ def drive(args: argparse.Namespace, url: str | None, server_pid: int | None) -> 
         own0, server0 = time.process_time(), tree_cpu_seconds(server_pid)
         started = time.time()
         uac.start()
-        profiler = None
         if args.profile:
             time.sleep(min(3.0, args.seconds / 4))
             profiler = Profiler(pbx.pid, max(1.0, args.seconds - 4), pbx.workdir / "pyspy.txt",
@@ -474,6 +474,9 @@ def drive(args: argparse.Namespace, url: str | None, server_pid: int | None) -> 
         if not pbx.alive():
             raise RuntimeError("the PBX died:\n" + pbx.log_tail())
     finally:
+        if profiler is not None and profiler.proc is not None and profiler.proc.poll() is None:
+            profiler.proc.kill()  # py-spy stops by itself after its duration; here sooner
+            profiler.proc.wait(5)
         for sipp in sipps:
             sipp.stop()
         if poller is not None:
