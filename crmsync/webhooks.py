@@ -100,21 +100,24 @@ class WebhookWorker:
     """Delivers pending outbox rows to the webhooks, retrying with back-off.
 
     ``max_concurrency`` POSTs at most are in flight, ``per_webhook`` at most to one webhook (so
-    a slow receiver cannot hold every slot). ``poll_interval`` bounds how long a row written
-    by another process waits when nobody calls :meth:`wake`. A claimed row is leased for its
-    webhook's timeout plus ``lease_margin`` seconds: the time after which another worker (or
-    this PBX after a restart) sends a row whose worker died. The log entries of deliveries
-    delivered more than ``log_retention`` seconds ago are deleted once an hour, and the
-    deliveries and events themselves after ``event_retention`` seconds (the call records stay:
-    the API has them).
+    a slow receiver cannot hold every slot); by default each webhook's fair share of
+    ``max_concurrency`` (at least 4): all of it for a single webhook, so that each round of the
+    worker (one database transaction) claims many rows, not two. ``poll_interval`` bounds how
+    long a row written by another process waits when nobody calls :meth:`wake`. A claimed row is
+    leased for its webhook's timeout plus ``lease_margin`` seconds: the time after which another
+    worker (or this PBX after a restart) sends a row whose worker died. The log entries of
+    deliveries delivered more than ``log_retention`` seconds ago are deleted once an hour, and
+    the deliveries and events themselves after ``event_retention`` seconds (the call records
+    stay: the API has them).
     """
 
     def __init__(self, engine: Engine, webhooks: Iterable[WebhookSpec] = (),
                  retry: RetrySpec | None = None, *, max_concurrency: int = 16,
-                 per_webhook: int = 4, poll_interval: float = 5.0, lease_margin: float = 10.0,
+                 per_webhook: int | None = None, poll_interval: float = 5.0,
+                 lease_margin: float = 10.0,
                  log_retention: float = 7 * 86400.0,
                  event_retention: float = 30 * 86400.0) -> None:
-        if max_concurrency < 1 or per_webhook < 1:
+        if max_concurrency < 1 or (per_webhook is not None and per_webhook < 1):
             raise ValueError("max_concurrency and per_webhook must be at least 1")
         self.store = OutboxStore(engine)
         self._webhooks: dict[str, WebhookSpec] = {}
@@ -296,9 +299,10 @@ class WebhookWorker:
         for name, _task in self._inflight.values():
             busy[name] = busy.get(name, 0) + 1
         self._rotation = (self._rotation + 1) % len(names)
+        share = self._per_webhook or max(4, self._max_concurrency // len(names))
         claims = []
         for name in names[self._rotation:] + names[:self._rotation]:
-            limit = min(self._per_webhook - busy.get(name, 0), free)
+            limit = min(share - busy.get(name, 0), free)
             if limit > 0:
                 hook = self._webhooks[name]
                 claims.append(Claim(name, limit, hook.timeout + self._lease_margin))
