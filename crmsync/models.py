@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -319,6 +320,23 @@ class ScheduledCall(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     reminded_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     """When the reminder went out; None until then (and again after a reschedule)."""
+
+
+class UserRecord(Base):
+    """A user of the PBX, as the config has them (written at start and at each reload), so
+    that the CRM and reports can name a call's owner or agent. Users removed from the config
+    stay, inactive: old calls still name them."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    extension: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    role: Mapped[str] = mapped_column(String(16), default="agent")
+    department: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    caller_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class AuditEntry(Base):

@@ -32,6 +32,7 @@ from pbx.api_events import include_events
 from pbx.api_governance import GovernanceControl, include_governance
 from pbx.api_queues import router as queues_router
 from pbx.api_scheduled import SchedulingControl, include_scheduled
+from pbx.api_users import UsersView, include_users
 from pbx.api_webhooks import WebhookControl, include_webhooks
 from pbx.config_http import ApiKey
 from pbx.crmcontrol import CrmControl
@@ -67,7 +68,8 @@ def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
                events: EventHub | None = None,
                click_to_call: ClickToCallControl | None = None,
                scheduling: SchedulingControl | None = None,
-               governance: GovernanceControl | None = None) -> FastAPI:
+               governance: GovernanceControl | None = None,
+               users: UsersView | None = None) -> FastAPI:
     """The HTTP API app for the PBX's queue manager ``control``.
 
     ``keys`` returns the accepted API keys; it is called on every request, so a config reload
@@ -95,6 +97,8 @@ def create_app(control: QueueControl, keys: Callable[[], Sequence[ApiKey]],
     app.include_router(queues_router, prefix=PREFIX)
     if click_to_call is not None:  # before the calls router: its path is more specific
         include_click_to_call(app, click_to_call, PREFIX)
+    if users is not None:
+        include_users(app, users, PREFIX)  # the PBX's users, for mapping to the CRM's
     if crm is not None:
         include_crm(app, crm, PREFIX)  # calls, recordings, contacts and leads
     if webhooks is not None:

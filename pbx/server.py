@@ -31,6 +31,7 @@ from crmsync.lookup import CallerLookup, Match
 from crmsync.queries import CrmQueries
 from crmsync.recovery import cut_off, load_calls
 from crmsync.scheduled import ReminderLoop, ScheduledCalls
+from crmsync.users import sync_users
 from crmsync.webhooks import WebhookWorker
 from crmsync.writer import CallRecordFolder
 from media.relay import PortAllocator
@@ -42,6 +43,7 @@ from sip.transport import ListenSpec, SipTransport
 from . import schema
 from .api import create_app
 from .api_scheduled import SchedulingControl
+from .api_users import UserInfo
 from .auth import Authenticator
 from .bindings import BindingWriter, load_bindings
 from .clicktocall import ClickToCall
@@ -227,6 +229,7 @@ class Pbx:
         # an older version); a database from a newer version is refused (SchemaError).
         await asyncio.to_thread(schema.upgrade, self.engine)
         self.db = WriteBehind(self.engine)
+        self._sync_users(config)
         registrar = Registrar(
             min_expires=sip.min_expires,
             max_expires=sip.max_expires,
@@ -320,7 +323,7 @@ class Pbx:
                 self.scheduled_calls, CallImports(self.engine, config.dialplan.region))
             app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys,
                              self.crm, self.webhooks, self.events, ClickToCall(self.app),
-                             self.scheduling, self.governance)
+                             self.scheduling, self.governance, self._users)
             self.http = HttpServer(app, config.http.host, config.http.port)
             await self.http.start()
             logger.info("HTTP API on http://%s:%d/api/v1", config.http.host, self.http.port)
@@ -337,6 +340,23 @@ class Pbx:
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 50, 1_000)
+
+    def _sync_users(self, config: Config) -> None:
+        """The users table of the CRM store says what the config says (in the writer)."""
+        users = [{"id": u.id, "extension": u.extension, "name": u.name, "role": u.role,
+                  "department": u.department, "caller_id": u.caller_id}
+                 for u in config.users]
+        now = datetime.now(UTC).replace(tzinfo=None)
+        self.db.submit(lambda session: sync_users(session, users, now))
+
+    def _users(self) -> list[UserInfo]:
+        """The users of the running config, with their phones' state (for the API)."""
+        app = self.app
+        return [UserInfo(id=u.id, extension=u.extension, name=u.name, role=u.role,
+                         department=u.department, caller_id=u.caller_id,
+                         presence=app.presence.get(u.id).value,
+                         registered=len(app.lookup(u.id)))
+                for u in self.config.users]
 
     @staticmethod
     def _journal(config: Config) -> RecordJournal | None:
@@ -440,6 +460,7 @@ class Pbx:
         self.queues.apply_config(applied)
         self.trunk_registrations.apply(applied.trunks)
         self.records.set_webhooks(applied)
+        self._sync_users(applied)
         self.governance.configure(applied.recording.quota_minutes, applied.recording.retention)
         self.webhooks.set_webhooks(applied.crm.webhooks, applied.crm.retry)
         logging.getLogger().setLevel(applied.logging.level.upper())
