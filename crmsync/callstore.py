@@ -94,18 +94,25 @@ def _links_query() -> Any:
 _LINKS: Final = _links_query()
 
 
-def find_links(session: Session, numbers: Collection[str]) -> dict[str, Link]:
-    """For each E.164 number that has one, the record it belongs to: a contact before a lead,
-    and of several of a kind, the one updated last (as :class:`crmsync.lookup.CallerLookup`
-    chooses). One query (per 500 numbers), through the index on ``number_e164``."""
+def find_links(session: Session, numbers: Collection[str],
+               order: Sequence[RecordKind] = ("contact", "lead")) -> dict[str, Link]:
+    """For each E.164 number that has one, the record it belongs to: of the kinds in
+    ``order``, the first that has one (``crm.lookup_order``), and of several of a kind, the one
+    updated last (as :class:`crmsync.lookup.CallerLookup` chooses). One query (per 500
+    numbers), through the index on ``number_e164``."""
     wanted = sorted(set(numbers))
+    place = {_KINDS.index(kind): n for n, kind in enumerate(order)}
     best: dict[str, Any] = {}
     for start in range(0, len(wanted), _CHUNK):
         for row in session.execute(_LINKS, {"numbers": wanted[start:start + _CHUNK]}):
-            # Contacts first; then the most recently updated (and created); the id breaks ties.
+            if row.rank not in place:
+                continue  # a kind the lookup order leaves out
+            # The order's first kind; then the most recently updated (and created); the id
+            # breaks ties.
             found = best.get(row.number)
-            if found is None or (row.rank, found.updated_at, found.created_at, row.id) < (
-                    found.rank, row.updated_at, row.created_at, found.id):
+            if found is None or (
+                    (place[row.rank], found.updated_at, found.created_at, row.id)
+                    < (place[found.rank], row.updated_at, row.created_at, found.id)):
                 best[row.number] = row
     return {
         number: Link(_KINDS[row.rank], row.id,

@@ -34,7 +34,7 @@ import re
 import uuid
 import zipfile
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 
 from . import callfields
 from .callstore import PURPOSE_LENGTH, find_links
-from .contacts import normalise
+from .contacts import RecordKind, normalise
 from .models import Call, ScheduledCall
 from .scheduled import OWNER_LENGTH, SUBJECT_LENGTH, TEXT_LENGTH, ScheduledError, check_text, utc
 
@@ -427,13 +427,14 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def import_calls(session: Session, data: bytes, fmt: FileFormat, *, filename: str,
-                 region: str, timezone: str = "UTC",
-                 now: datetime | None = None) -> ImportResult:
+                 region: str, timezone: str = "UTC", now: datetime | None = None,
+                 order: Sequence[RecordKind] = ("contact", "lead")) -> ImportResult:
     """Check every row of the file and add them all to ``session``, or none.
 
     ``filename`` names the file in the imported calls' ``sip_call_id``; ``timezone`` is the
     zone of start times written without one; ``now`` (UTC, the current time by default)
-    decides what is past and future. Raises :class:`ImportRejected` (every bad row) or
+    decides what is past and future; ``order`` which kinds of record a call is linked to,
+    first found first. Raises :class:`ImportRejected` (every bad row) or
     :class:`ImportFileError` before anything is added.
     """
     zone = _zone(timezone)
@@ -448,7 +449,7 @@ def import_calls(session: Session, data: bytes, fmt: FileFormat, *, filename: st
     scheduled = _new(session, ScheduledCall, checker.scheduled)
     # Another import of the same rows at the same moment may get in first: theirs stay.
     if calls:
-        _link(session, calls)
+        _link(session, calls, order)
         session.execute(_insert(session, Call).on_conflict_do_nothing(
             index_elements=["id"]), calls)
     if scheduled:
@@ -464,10 +465,11 @@ def _insert(session: Session, model: Any) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
 
 
-def _link(session: Session, calls: list[dict[str, Any]]) -> None:
-    """Link each call to the contact (else lead) of its number, and give those without a
-    subject the PBX's own (naming the record)."""
-    links = find_links(session, {callfields.outside_number(c) or "" for c in calls} - {""})
+def _link(session: Session, calls: list[dict[str, Any]], order: Sequence[RecordKind]) -> None:
+    """Link each call to the contact (else lead, or as ``order`` says) of its number, and give
+    those without a subject the PBX's own (naming the record)."""
+    links = find_links(session, {callfields.outside_number(c) or "" for c in calls} - {""},
+                       order)
     for call in calls:
         link = links.get(callfields.outside_number(call) or "")
         if link is not None:
@@ -486,10 +488,12 @@ class CallImports:
     def __init__(self, engine: Engine, region: str) -> None:
         self._engine = engine
         self._region = region
+        self.order: tuple[RecordKind, ...] = ("contact", "lead")
+        """``crm.lookup_order`` (replaced whole on a reload)."""
 
     def import_calls(self, data: bytes, fmt: FileFormat, *, filename: str,
                      timezone: str = "UTC") -> ImportResult:
         """As :func:`import_calls`."""
         with Session(self._engine) as session, session.begin():
             return import_calls(session, data, fmt, filename=filename, region=self._region,
-                                timezone=timezone)
+                                timezone=timezone, order=self.order)

@@ -61,21 +61,10 @@ class CallerLookup:
         region = region.upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown region {region!r}: use an ISO country code such as JP")
-        kinds: list[RecordKind] = []
-        for name in order:
-            kind = _KINDS.get(name)
-            if kind is None:
-                raise ValueError(f"unknown record kind {name!r} in order: use contact and lead")
-            if kind in kinds:
-                raise ValueError(f"record kind {name!r} is listed twice in order")
-            kinds.append(kind)
-        if not kinds:
-            raise ValueError("order must name at least one record kind (contact, lead)")
         self._engine = engine
         self._region = region
         self._country_code = phonenumbers.country_code_for_region(region)
-        self._order = tuple(kinds)
-        self._by_number = {kind: _record_query(kind) for kind in kinds}
+        self.set_order(order)
         self._last_agent = (
             select(_calls.c.answered_by)
             .where(
@@ -93,7 +82,22 @@ class CallerLookup:
 
     @property
     def order(self) -> tuple[RecordKind, ...]:
-        return self._order
+        return tuple(kind for kind, _query in self._searches)
+
+    def set_order(self, order: tuple[str, ...]) -> None:
+        """Search these kinds of record from now on (a reload); ``ValueError`` if bad."""
+        kinds: list[RecordKind] = []
+        for name in order:
+            kind = _KINDS.get(name)
+            if kind is None:
+                raise ValueError(f"unknown record kind {name!r} in order: use contact and lead")
+            if kind in kinds:
+                raise ValueError(f"record kind {name!r} is listed twice in order")
+            kinds.append(kind)
+        if not kinds:
+            raise ValueError("order must name at least one record kind (contact, lead)")
+        # Replaced whole: a look-up running in a thread sees the old order or the new one.
+        self._searches = tuple((kind, _record_query(kind)) for kind in kinds)
 
     def match(self, number: str) -> Match | None:
         """The record ``number`` belongs to, or None (unknown, or not a phone number at all).
@@ -105,8 +109,8 @@ class CallerLookup:
         if e164 is None:
             return None
         with self._engine.connect() as conn:
-            for kind in self._order:
-                row = conn.execute(self._by_number[kind], {"number": e164}).first()
+            for kind, query in self._searches:
+                row = conn.execute(query, {"number": e164}).first()
                 if row is not None:
                     name = f"{row.first_name} {row.last_name}".strip() or row.company or e164
                     return Match(kind, row.id, name, row.company, row.owner)

@@ -152,6 +152,9 @@ class CallRecordFolder:
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown region {region!r}: use an ISO country code such as JP")
         self._region = region
+        self.lookup_order: tuple[str, ...] = ("contact", "lead")
+        """Which kinds of record a call's number is linked to, first found first
+        (``crm.lookup_order``; replaced whole on a reload)."""
         self._rows: dict[str, Row] = {}
         self._dirty: set[str] = set()
         self._late: dict[str, Row] = {}
@@ -412,7 +415,8 @@ class CallRecordFolder:
                 e164 = _e164(number, self._region)
                 if e164 is not None:
                     wanted[row["id"]] = e164
-        found = find_links(session, wanted.values()) if wanted else {}
+        found = find_links(session, wanted.values(),
+                           self.lookup_order) if wanted else {}  # type: ignore[arg-type]
         params: list[Row] = []
         named: dict[str, tuple[tuple[str, str] | None, str]] = {}
         for row in rows:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -181,6 +181,18 @@ class CrmSection(BaseModel):
     create_leads: bool = False
     """A caller from outside whose number matches no contact or lead becomes a new lead
     (named by the caller's display name, else the number) when the call starts."""
+    lookup_order: tuple[Literal["contact", "lead"], ...] = ("contact", "lead")
+    """Which kinds of CRM record a caller's number is looked up in (screen pops, names on the
+    phones, queue rules, the record a call is linked to), the first found first."""
+
+    @field_validator("lookup_order")
+    @classmethod
+    def _kinds_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one of contact, lead")
+        if len(set(value)) != len(value):
+            raise ValueError(f"each kind at most once, not {list(value)}")
+        return value
 
     @field_validator("webhooks")
     @classmethod

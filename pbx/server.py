@@ -82,8 +82,10 @@ class DbRecordSink:
         self.journal = journal
 
     def set_webhooks(self, config: Config) -> None:
-        """Which webhooks get the events of calls from now on (start and reload)."""
+        """Which webhooks get the events of calls from now on, and which kinds of CRM record
+        calls are linked to (start and reload)."""
         self._folder.set_webhooks(config.crm.webhooks)
+        self._folder.lookup_order = config.crm.lookup_order
 
     hub: EventHub | None = None
     governance: RecordingGovernance | None = None
@@ -282,7 +284,8 @@ class Pbx:
         self.app.prompts = prompts
         self.app.hold_music = lambda: self.prompts.hold_music()
         self.app.recordings = self.recordings
-        self.caller_lookup = CallerLookup(self.engine, config.dialplan.region)
+        self.caller_lookup = CallerLookup(self.engine, config.dialplan.region,
+                                          config.crm.lookup_order)
         self.events = EventHub(self.caller_lookup.match,
                                self._create_lead if config.crm.create_leads else None)
         self.records.hub = self.events
@@ -319,8 +322,9 @@ class Pbx:
                            webhooks=lambda: self.config.crm.webhooks,
                            on_outbox_commit=self.webhooks.wake),
                 config.storage.recordings, finished=self.recordings.finished)
-            self.scheduling = SchedulingControl(
-                self.scheduled_calls, CallImports(self.engine, config.dialplan.region))
+            self.call_imports = CallImports(self.engine, config.dialplan.region)
+            self.call_imports.order = config.crm.lookup_order
+            self.scheduling = SchedulingControl(self.scheduled_calls, self.call_imports)
             app = create_app(QueueControlImpl(self.queues), lambda: self.config.http.api_keys,
                              self.crm, self.webhooks, self.events, ClickToCall(self.app),
                              self.scheduling, self.governance, self._users)
@@ -461,6 +465,9 @@ class Pbx:
         self.trunk_registrations.apply(applied.trunks)
         self.records.set_webhooks(applied)
         self._sync_users(applied)
+        self.caller_lookup.set_order(applied.crm.lookup_order)
+        if self.http is not None:
+            self.call_imports.order = applied.crm.lookup_order
         self.governance.configure(applied.recording.quota_minutes, applied.recording.retention)
         self.webhooks.set_webhooks(applied.crm.webhooks, applied.crm.retry)
         logging.getLogger().setLevel(applied.logging.level.upper())

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.orm import Session
 
+from crmsync.callstore import find_links
 from crmsync.contacts import (
     ContactError,
     RecordNotFound,
@@ -111,6 +112,18 @@ def test_contacts_come_before_leads_unless_the_order_says_otherwise(engine: Engi
     only_leads = CallerLookup(engine, "JP", order=("lead",))
     assert only_leads.match("0312345678") is not None
     assert only_leads.match("0312345678").kind == "lead"  # type: ignore[union-attr]
+    # A reload changes the order of a running look-up.
+    only_leads.set_order(("contact",))
+    assert only_leads.order == ("contact",)
+    assert only_leads.match("0312345678").kind == "contact"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="listed twice"):
+        only_leads.set_order(("lead", "lead"))
+    assert only_leads.order == ("contact",)
+    # The record a call is linked to follows the same order.
+    with Session(engine) as s:
+        assert find_links(s, ["+81312345678"])["+81312345678"].id == cid
+        assert find_links(s, ["+81312345678"], ("lead", "contact"))["+81312345678"].id == lid
+        assert find_links(s, ["+81312345678"], ("lead",))["+81312345678"].kind == "lead"
 
 
 def test_a_lead_is_found_when_no_contact_has_the_number(engine: Engine) -> None:

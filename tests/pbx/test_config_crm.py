@@ -108,3 +108,14 @@ def test_sections_are_frozen() -> None:
     hook = Webhook.model_validate(_hook())
     with pytest.raises(ValidationError):
         hook.url = "https://elsewhere.example/"
+
+
+def test_lookup_order() -> None:
+    assert CrmSection().lookup_order == ("contact", "lead")
+    assert CrmSection.model_validate({"lookup_order": ["lead", "contact"]}).lookup_order == (
+        "lead", "contact")
+    assert CrmSection.model_validate({"lookup_order": ["lead"]}).lookup_order == ("lead",)
+    for bad, why in (([], "at least one"), (["contact", "contact"], "at most once"),
+                     (["fax"], "'contact' or 'lead'")):
+        with pytest.raises(ValidationError, match=why):
+            CrmSection.model_validate({"lookup_order": bad})
