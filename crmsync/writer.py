@@ -13,8 +13,8 @@ and owner are worked out in the folder at every change; the link to the contact 
 outside party's number is looked up in the write job, on the writer thread, with one query for
 every row of the batch not linked yet; the subject is given when the call ends, naming that
 record when there is one. What people write through the API is never overwritten: the folder
-never writes ``purpose``, ``result``, ``description``, ``cost`` or ``revision``, and writes a
-subject or a link only where the row has none.
+never writes ``purpose``, ``result``, ``description`` or ``revision``, and writes a subject, a
+link or a cost only where the row has none.
 
 The legs of a call (:class:`pbx.records.CallLeg`: ring-group members, queue offers, transfers,
 callback attempts) are kept with its row until the row is final; legs still open when the call
@@ -86,14 +86,15 @@ _legs: Table = CallLegRecord.__table__  # type: ignore[assignment]
 Row = dict[str, Any]
 
 # The columns the folder keeps and writes. Not here: subject, who_kind and who_id (the write
-# job gives them), and what only people and imports write.
+# job gives them), and what only people and imports write. ``cost`` is written only where
+# the row has none (an outside call's price by its trunk's rates; a person may set another).
 _COLUMNS: Final = (
     "id", "sip_call_id", "direction", "from_number", "from_name", "to_number", "caller_user",
     "callee_user", "answered_by", "started_at", "answered_at", "ended_at", "duration",
     "ring_seconds", "disposition", "hangup_cause", "hangup_by", "sip_code", "recording_path",
     "recording_seconds", "transferred_to", "transfers", "keys", "queue", "queue_result",
     "queue_wait", "queue_rule", "callback_number", "callback_attempts", "recording_state",
-    "recording_deleted_at", "legal_hold", "call_type", "status", "owner",
+    "recording_deleted_at", "legal_hold", "call_type", "status", "owner", "cost",
 )
 # What the job reads back for the events' payloads: the columns the folder does not keep.
 _STORED: Final = ("subject", "who_kind", "who_id", "purpose", "result", "description", "cost",
@@ -243,6 +244,7 @@ class CallRecordFolder:
                 "recording_state": None,
                 "recording_deleted_at": None,
                 "legal_hold": False,
+                "cost": None,
             }
             _derive(new_row)
             self._rows[event.call_id] = new_row
@@ -289,6 +291,8 @@ class CallRecordFolder:
                 recording_seconds=event.recording_seconds,
                 keys=event.keys[:64] if event.keys else None,
             )
+            if event.cost is not None:
+                row["cost"] = event.cost  # an outside call's price (its trunk's rates)
         if not live:
             return  # the late path works the derived fields out from the stored row
         _derive(row)
@@ -450,9 +454,11 @@ def _upsert(session: Session, params: list[Row], *, returning: bool) -> dict[str
     # progress must not lift it. A subject or link someone wrote stays (the row has one).
     cols: dict[str, Any] = {
         name: new[name] for name in params[0]
-        if name not in ("id", "legal_hold", "subject", "who_kind", "who_id")
+        if name not in ("id", "legal_hold", "subject", "who_kind", "who_id", "cost")
     }
     cols["subject"] = func.coalesce(old.subject, new.subject)
+    if "cost" in params[0]:  # a cost someone wrote stays; the PBX's own fills an empty one
+        cols["cost"] = func.coalesce(old.cost, new.cost)
     cols["who_kind"] = case((old.who_id.is_(None), new.who_kind), else_=old.who_kind)
     cols["who_id"] = func.coalesce(old.who_id, new.who_id)
     stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=cols)

@@ -55,6 +55,7 @@ from .callstate import (
     user_id,
     utcnow,
 )
+from .config_routing import call_cost
 from .indialog import InDialog
 from .ivrservice import ivr_service
 from .localcall import LocalCalls
@@ -455,6 +456,8 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
         call.state = "answered"
         if fork.user is not None:
             call.callee = fork.user  # the member of a ring group who answered
+        if fork.trunk is not None and 0 <= fork.step < len(call.plan):
+            call.billed = (fork.trunk, call.plan[fork.step].number)
         self._leg_answered(call, fork)
         call.b_dialog = dialog
         call.b_peer = fork.peer
@@ -703,10 +706,13 @@ class CallController(InDialog, TrunkCalls, LocalBridge, Ringing):
             self._notify(call, "ended")
         if record:
             keys = "".join(call.a_local.keys) if call.a_local is not None else ""
+            cost = None
+            if call.billed is not None and call.answered_at is not None:
+                cost = call_cost(*call.billed, max(0.0, duration))
             self.app.records.emit(CallEnded(
                 call.id, ended, disposition, cause, by, code, max(0.0, duration), ring,
                 recording[0] if recording else None, recording[1] if recording else None,
-                keys=keys or None,
+                keys=keys or None, cost=cost,
             ))
 
 

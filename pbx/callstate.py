@@ -249,6 +249,8 @@ class Call:
 
     transfer: Transfer | None = None
     """The transfer in progress on this call (a :class:`pbx.transfer.Transfer`), if any."""
+    billed: tuple[Trunk, str] | None = None
+    """The trunk that answered an outside call and the number (E.164): the call's cost."""
     observer: CallObserver | None = None
     extra_headers: tuple[tuple[str, str], ...] = ()
     """Headers added to every INVITE to the callee's phones."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import re
 import string
 from collections.abc import Iterator, Mapping
@@ -265,6 +266,43 @@ class DialplanSection(BaseModel):
         return value
 
 
+class Rate(BaseModel):
+    """One entry of a trunk's ``rates:``: the price per minute of calls to numbers starting
+    with ``prefix`` (E.164, ``+`` optional)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str
+    per_minute: float = Field(ge=0, allow_inf_nan=False)
+
+    @field_validator("prefix", mode="before")
+    @classmethod
+    def _e164_prefix(cls, value: object) -> object:
+        value = code_as_text(value)
+        if isinstance(value, str):
+            digits = value.strip().removeprefix("+")
+            if not digits.isdigit() or len(digits) > 15:
+                raise ValueError(f"expected the start of an E.164 number such as +8190, "
+                                 f"got {value!r}")
+            return "+" + digits
+        return value
+
+
+def call_cost(trunk: Trunk, number: str, seconds: float) -> float | None:
+    """What a call of ``seconds`` to ``number`` (E.164) costs through ``trunk``: the rate of
+    the longest matching prefix, per started ``billing_increment``; None without a rate."""
+    best: Rate | None = None
+    for rate in trunk.rates:
+        if number.startswith(rate.prefix) and (best is None
+                                               or len(rate.prefix) > len(best.prefix)):
+            best = rate
+    if best is None:
+        return None
+    step = trunk.billing_increment
+    billed = math.ceil(seconds / step - 1e-9) * step if seconds > 0 else 0.0
+    return round(billed / 60.0 * best.per_minute, 6)
+
+
 class Trunk(BaseModel):
     """One entry of ``trunks:``: a SIP provider the PBX registers with or that sends calls
     from known addresses."""
@@ -291,11 +329,27 @@ class Trunk(BaseModel):
     dtmf_mode: Literal["auto", "rfc4733", "info", "inband"] = "auto"
     """How the PBX listens for keys from callers on this trunk (IVR menus): ``auto`` takes
     RFC 4733 when the call negotiated it, else in-band tones; SIP INFO always."""
+    rates: tuple[Rate, ...] = ()
+    """Prices per minute of calls through this trunk by number prefix (longest wins): an
+    answered outside call's record gets its ``cost``."""
+    billing_increment: Annotated[Duration, Field(ge=1, le=3600)] = 60.0
+    """The provider bills each started increment (``60s``: per started minute, ``1s``: per
+    second)."""
 
     @field_validator("host", "from_domain")
     @classmethod
     def _check_host(cls, value: str | None) -> str | None:
         return None if value is None else _host(value)
+
+    @field_validator("rates")
+    @classmethod
+    def _one_rate_per_prefix(cls, value: tuple[Rate, ...]) -> tuple[Rate, ...]:
+        seen: set[str] = set()
+        for rate in value:
+            if rate.prefix in seen:
+                raise ValueError(f"prefix {rate.prefix} has two rates")
+            seen.add(rate.prefix)
+        return value
 
     @field_validator("username", "password")
     @classmethod

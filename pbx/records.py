@@ -56,6 +56,8 @@ class CallEnded:
     recording_seconds: float | None = None
     keys: str | None = None
     """The keys the caller pressed while the PBX itself answered (menus, services)."""
+    cost: float | None = None
+    """What an answered outside call costs by its trunk's ``rates`` (None: no rate)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -399,3 +399,20 @@ def test_of_several_records_with_a_number_the_contact_updated_last_wins(engine: 
     assert {n: (link.kind, link.id, link.name) for n, link in links.items()} == {
         shared: ("contact", new, "New"), "+81312345679": ("lead", only_lead, "Only")}
     assert lead != old
+
+
+def test_the_cost_of_an_outside_call_unless_someone_wrote_one(engine: Engine) -> None:
+    folder = folder_with_hooks()
+    for cid in ("priced", "written"):
+        folder.add(started(cid, direction="outbound", from_number="101",
+                           to_number="+819012345678", caller="alice", callee=None))
+    apply(engine, folder)
+    with Session(engine) as s, s.begin():
+        annotate(s, "written", {"cost": 9.0}, user=None, any_call=True)
+    for cid in ("priced", "written"):
+        folder.add(CallEnded(cid, at(70), "answered", "caller hung up", "caller", None, 61.0,
+                             9.0, cost=0.24))
+    apply(engine, folder)
+    stored = rows(engine)
+    assert (stored["priced"]["cost"], stored["written"]["cost"]) == (0.24, 9.0)
+    assert outbox(engine)["priced:call.ended"]["call"]["cost"] == 0.24

@@ -3,6 +3,7 @@ INVITE with digest; the caller ID, privacy and failover to the second trunk are 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +27,11 @@ dialplan:
   outbound: [primary, backup]
 trunks:
   - {{name: primary, host: {PROVIDER}, port: {PORTS[0]}, username: acct, password: s3cret,
-     from_domain: carrier.example}}
+     from_domain: carrier.example,
+     rates: [{{prefix: "+81", per_minute: 0.03}}, {{prefix: "+813", per_minute: 0.05}}]}}
   - {{name: backup, host: {BACKUP}, port: {PORTS[1]}, username: acct, password: s3cret,
-     from_domain: carrier.example}}
+     from_domain: carrier.example, rates: [{{prefix: "81", per_minute: 0.6}}],
+     billing_increment: 1s}}
 """
 PROVIDER_KEYS = {"realm": "carrier.example", "auth_user": "acct", "auth_pass": "s3cret"}
 
@@ -68,6 +71,8 @@ async def test_outside_call_presents_the_users_caller_id(pbx: PbxProcess) -> Non
     rec = _record(pbx, res)
     assert rec["direction"] == "outbound" and rec["to_number"] == "+81399998888"
     assert rec["caller_user"] == "alice" and rec["disposition"] == "answered"
+    # The primary trunk's +813 rate (longest prefix), per started minute.
+    assert 0 < rec["duration"] < 60 and rec["cost"] == pytest.approx(0.05)
 
 
 @pytest.mark.asyncio
@@ -99,3 +104,5 @@ async def test_second_trunk_takes_the_call_when_the_first_is_down(pbx: PbxProces
     _one(trace(failed.messages), sent=True, status=503)
     rec = _record(pbx, res)
     assert rec["disposition"] == "answered" and rec["direction"] == "outbound"
+    # The backup trunk answered: its rate, per started second.
+    assert rec["cost"] == pytest.approx(math.ceil(rec["duration"] - 1e-9) * 0.6 / 60, abs=1e-6)

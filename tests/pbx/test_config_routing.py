@@ -570,3 +570,26 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
     config = load(tmp_path, '  - {id: carol, extension: "103", password: c}\n' + block)
     assert [t.name for t in config.outbound_trunks()] == ["carrier", "backup"]
     assert config.ring_groups["sales"].fallback == Route(user="carol")
+
+
+def test_trunk_rates_price_calls_by_the_longest_prefix_per_started_increment() -> None:
+    from pbx.config_routing import Trunk, call_cost
+
+    trunk = Trunk.model_validate({
+        "name": "carrier", "host": "198.51.100.7",
+        "rates": [{"prefix": "+81", "per_minute": 0.03}, {"prefix": 8190, "per_minute": 0.12}],
+    })
+    assert [r.prefix for r in trunk.rates] == ["+81", "+8190"]
+    assert call_cost(trunk, "+819012345678", 61.0) == pytest.approx(0.24)  # 2 started minutes
+    assert call_cost(trunk, "+81312345678", 60.0) == pytest.approx(0.03)
+    assert call_cost(trunk, "+81312345678", 0.0) == 0.0
+    assert call_cost(trunk, "+14155550100", 30.0) is None  # no rate for the number
+    per_second = trunk.model_copy(update={"billing_increment": 1.0})
+    assert call_cost(per_second, "+819012345678", 30.2) == pytest.approx(31 * 0.12 / 60)
+    for bad, why in (({"prefix": "+81-3", "per_minute": 1}, "start of an E.164 number"),
+                     ({"prefix": "+81", "per_minute": -1}, "greater than or equal to 0")):
+        with pytest.raises(ValidationError, match=why):
+            Trunk.model_validate({"name": "c", "host": "198.51.100.7", "rates": [bad]})
+    with pytest.raises(ValidationError, match=r"prefix \+81 has two rates"):
+        Trunk.model_validate({"name": "c", "host": "198.51.100.7", "rates": [
+            {"prefix": "+81", "per_minute": 1}, {"prefix": "81", "per_minute": 2}]})
