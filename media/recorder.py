@@ -39,6 +39,8 @@ RecordingFormat = Literal["wav", "flac"]
 
 _FORMATS = {"wav": "WAV", "flac": "FLAC"}
 _RIFF_MAX = 0xFFFFFFFF
+_PLAUSIBLE_FRAMES = 10**10
+"""More frames than any recording has (two weeks at 8 kHz): a length the header does not know."""
 
 
 class RecordingError(RuntimeError):
@@ -280,5 +282,13 @@ def repair_recording(path: Path | str) -> float:
             return float(info.frames) / float(info.samplerate)
     except (sf.SoundFileError, RuntimeError, OSError, struct.error) as exc:
         raise RecordingError(path, f"cannot repair recording: {exc}") from exc
+    try:
+        info = sf.info(str(path))
+        # Finished: STREAMINFO has the length, nothing to decode. A killed encoder left it
+        # unknown, which libsndfile reports as an absurd count.
+        if 0 < info.frames < _PLAUSIBLE_FRAMES:
+            return float(info.frames) / float(info.samplerate)
+    except (sf.SoundFileError, RuntimeError, OSError):
+        pass
     frames, rate = read_recording(path)
     return len(frames) / rate

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 
-from media.recorder import RecordingError, StereoRecorder, read_recording
+from media.recorder import RecordingError, StereoRecorder, read_recording, repair_recording
 from media.tones import FRAME_SAMPLES, SAMPLE_RATE, ToneSource, ToneSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,6 +170,13 @@ def test_killed_wav_writer_leaves_a_readable_file(tmp_path: Path) -> None:
         raw = w.readframes(frames)
     assert frames >= 3 * SAMPLE_RATE
     check_channels(np.frombuffer(raw, dtype="<i2").reshape(-1, 2), SAMPLE_RATE, 3.0)
+    # The start after the kill makes the header cover every frame on disk (the audio written
+    # after the last flush too).
+    seconds = repair_recording(path)
+    with wave.open(str(path), "rb") as w:
+        assert w.getnframes() >= len(data) and seconds == w.getnframes() / SAMPLE_RATE
+        check_channels(np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2),
+                       SAMPLE_RATE, 3.0)
 
 
 def test_killed_flac_writer_leaves_a_recoverable_file(tmp_path: Path) -> None:
@@ -178,6 +185,7 @@ def test_killed_flac_writer_leaves_a_recoverable_file(tmp_path: Path) -> None:
     data, rate = read_recording(path)
     # The encoder holds back a partial block: most of the audio, not necessarily the last second.
     check_channels(data, rate, 2.0)
+    assert repair_recording(path) == len(data) / rate  # no length in its header: decoded
 
 
 def test_read_recording_of_a_closed_file(tmp_path: Path) -> None:
@@ -186,3 +194,4 @@ def test_read_recording_of_a_closed_file(tmp_path: Path) -> None:
         record_tones(recorder, 100)
     data, rate = read_recording(path)
     assert rate == SAMPLE_RATE and data.shape == (2 * SAMPLE_RATE, 2)
+    assert repair_recording(path) == 2.0  # finished: its length from the header
