@@ -77,9 +77,16 @@ class WriteBehind:
         self._q.put(job)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait (from a thread, not the loop) until everything queued so far is committed."""
+        """Wait (from a thread, not the loop) until everything queued so far is committed (or
+        given up)."""
         done = threading.Event()
-        self.submit(lambda _s: done.set())
+
+        def marker(session: Session) -> None:
+            # Set once the transaction is committed, not when this job runs inside it (the
+            # jobs before it in the batch are not committed yet then).
+            event.listen(session, "after_commit", lambda _s: done.set(), once=True)
+
+        self.submit(marker)
         return done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
