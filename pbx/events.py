@@ -43,6 +43,13 @@ class Subscriber:
     """Calls this agent has been told of and not yet told the end of: the rest of their
     events come too (another agent answering closes this agent's screen pop)."""
 
+    def take(self, event: Event) -> None:
+        """Deliver ``event`` (meant for this subscriber) and hear the rest of its call."""
+        call_id = event.get("call_id")
+        if self.user is not None and isinstance(call_id, str):
+            self.shown.add(call_id)
+        self._put(event)
+
     def offer(self, event: Event) -> None:
         if self.user is not None:
             call_id = event.get("call_id")
@@ -55,6 +62,9 @@ class Subscriber:
                     self.shown.discard(call_id)
                 else:
                     self.shown.add(call_id)
+        self._put(event)
+
+    def _put(self, event: Event) -> None:
         while self.queue.full():
             self.queue.get_nowait()
             self.dropped += 1
@@ -101,6 +111,7 @@ class EventHub:
             }
             self._calls[event.call_id] = call
             if self._lookup is not None and event.direction == "inbound":
+                call["crm_pending"] = True
                 self._look_up(call)
             else:
                 self._publish("call.ringing", call)
@@ -127,6 +138,27 @@ class EventHub:
             self._publish("call.ended", call)
             self._calls.pop(event.call_id, None)
 
+    def offered(self, call_id: str, user: str) -> None:
+        """``user``'s phones start ringing for the call (directly, in a ring group, as a
+        queue's offer): ``call.offered`` to that user's agent keys (and supervisors), with the
+        CRM match once the look-up has it. A CRM page pops on this one, not on every
+        ``call.ringing`` of calls nobody has been given yet."""
+        call = self._calls.get(call_id)
+        if call is None or not self._subscribers:
+            return
+        if call.get("crm_pending"):
+            call.setdefault("offers", []).append(user)  # sent when the look-up is done
+            return
+        self._offer(call, user)
+
+    def _offer(self, call: Event, user: str) -> None:
+        event = {"event": "call.offered", **call, "offered_to": user}
+        event.pop("offers", None)
+        event.pop("crm_pending", None)
+        for sub in list(self._subscribers):
+            if sub.user is None or sub.user == user:
+                sub.take(event)
+
     def _look_up(self, call: Event) -> None:
         loop = asyncio.get_running_loop()
         number = str(call["from_number"])
@@ -149,7 +181,10 @@ class EventHub:
                                    "name": match.name, "owner": match.owner}
             elif not f.cancelled():
                 logger.warning("screen pop: look-up of %s failed: %s", number, f.exception())
+            call.pop("crm_pending", None)
             self._publish("call.ringing", call)
+            for user in call.pop("offers", ()):
+                self._offer(call, user)
 
         future.add_done_callback(done)
 
@@ -176,6 +211,8 @@ class EventHub:
 
     def _publish(self, kind: str, call: Event) -> None:
         event = {"event": kind, **call}
+        event.pop("offers", None)
+        event.pop("crm_pending", None)
         for sub in list(self._subscribers):
             sub.offer(event)
 

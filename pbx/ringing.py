@@ -283,6 +283,8 @@ class Ringing:
             kind, queue = local.leg_kind, local.leg_queue  # a callback dialling the customer
         else:
             kind = "outside" if outside else "ring"
+        if user is not None and self.app.on_offer is not None:
+            self.app.on_offer(call.id, user)  # the user's screen pops as their phones ring
         return new_leg(call.id, leg_numbers(call), kind, user=user, number=number, queue=queue)
 
     def _leg_done(self, call: Call, leg: LegState, result: str, code: int | None = None,

@@ -289,6 +289,7 @@ class Pbx:
         self.events = EventHub(self.caller_lookup.match,
                                self._create_lead if config.crm.create_leads else None)
         self.records.hub = self.events
+        self.app.on_offer = self.events.offered
         # The recording quota gates new recordings; retention runs hourly.
         self.governance = RecordingGovernance(
             Governance(self.engine, config.dialplan.region, config.storage.recordings),

@@ -94,6 +94,9 @@ class SipApp:
         self.media_bind_host = media_bind_host
         self.calls = CallController(self)
         self.playback = PlaybackEngine()
+        #: Told when a user's phones start ringing for a call (call id, user id): the event
+        #: stream's screen pop for that user (set by the server; None: nobody listens).
+        self.on_offer: Callable[[str, str], None] | None = None
         #: Makes the source played to a party on hold (None: no music on hold).
         self.hold_music: Callable[[], FrameSource] | None = None
         #: The resolved prompts of the running config (set by the server, swapped on reload).

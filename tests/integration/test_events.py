@@ -84,11 +84,14 @@ async def test_a_known_caller_pops_the_contact_and_an_unknown_one_becomes_a_lead
                                          name="Suzuki Jiro"))
             assert res.ok, res.describe()
             unknown = await _collect(ws, "+819055550002", "call.ended")
-    assert [e["event"] for e in known] == ["call.ringing", "call.answered", "call.ended"]
+    assert [e["event"] for e in known] == [
+        "call.ringing", "call.offered", "call.answered", "call.ended"]
     ringing = known[0]
     assert ringing["crm"]["kind"] == "contact" and ringing["crm"]["name"] == "Hanako Yamada"
     assert ringing["crm"]["owner"] == "bob" and ringing["to_number"] == "+81312345620"
-    assert known[1]["answered_by"] == "bob" and known[2]["disposition"] == "answered"
+    # bob's phone rang: his CRM page pops the contact on this one.
+    assert known[1]["offered_to"] == "bob" and known[1]["crm"] == ringing["crm"]
+    assert known[2]["answered_by"] == "bob" and known[3]["disposition"] == "answered"
     assert unknown[0]["event"] == "call.ringing" and unknown[0]["crm"]["kind"] == "lead"
     assert unknown[0]["crm"]["name"] == "Suzuki Jiro"
     with Session(engine) as s:

@@ -49,3 +49,39 @@ async def test_an_agent_who_saw_a_call_ring_hears_that_another_agent_took_it() -
     finally:
         hub.close()
         await asyncio.sleep(0)
+
+
+class _Match:
+    kind, record_id, name, owner = "contact", "c-1", "Ichiro Tanaka", "carol"
+
+
+async def _events(sub: Subscriber, count: int) -> list[dict[str, Any]]:
+    out = []
+    for _ in range(count):
+        out.append(await asyncio.wait_for(sub.queue.get(), 2))
+    return out
+
+
+@pytest.mark.asyncio
+async def test_the_agent_whose_phone_rings_gets_call_offered_with_the_crm_match() -> None:
+    hub = EventHub(lambda number: _Match())
+    bob, alice, admin = hub.subscribe("bob"), hub.subscribe("alice"), hub.subscribe(None)
+    try:
+        hub.on_record(CallStarted("c1", "s1", "inbound", "+819012345678", "", "5000", None,
+                                  None, T0))
+        hub.offered("c1", "bob")  # bob's phone rings before the look-up is back
+        got = await _events(bob, 2)
+        assert [e["event"] for e in got] == ["call.ringing", "call.offered"]
+        assert got[1]["offered_to"] == "bob" and got[1]["crm"]["name"] == "Ichiro Tanaka"
+        assert "offers" not in got[1] and "crm_pending" not in got[1]
+        assert [e["event"] for e in await _events(admin, 2)] == ["call.ringing", "call.offered"]
+        assert [e["event"] for e in await _events(alice, 1)] == ["call.ringing"]
+        assert alice.queue.empty()
+        # Once the look-up is done, an offer goes out at once (the next ring-group member).
+        hub.offered("c1", "alice")
+        assert (await _events(alice, 1))[0]["offered_to"] == "alice"
+        assert bob.queue.empty()
+        hub.offered("unknown-call", "bob")  # a call the hub never saw: nothing
+        assert bob.queue.empty()
+    finally:
+        hub.close()
