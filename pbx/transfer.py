@@ -204,6 +204,8 @@ class Transfers:
             return
         t = self._accept(call, side, req, key, "blind", target)
         t.leg = new_leg(call.id, leg_numbers(call), "transfer", user=target.id)
+        if app.on_offer is not None:
+            app.on_offer(call.id, target.id)  # the target's screen pops as their phones ring
         # The transferee hears ringback, and nothing of the transferor, while the target rings.
         relay = call.relay
         relay.mute(leg_of(side), True)
