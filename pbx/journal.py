@@ -79,6 +79,9 @@ class Replay:
     records are committed."""
     damaged: int
     """Frames that could not be read (a cut write at the end of a segment, a bad frame)."""
+    last_seen: dict[str, float] = dataclasses.field(default_factory=dict)
+    """For each call, when the newest segment naming it was last written: about when the
+    process that had it open stopped (a segment kept from an earlier run has its own time)."""
 
 
 class RecordJournal:
@@ -229,11 +232,13 @@ def read_journal(directory: Path) -> Replay:
     open_calls: set[str] = set()
     damaged = 0
     last: float | None = None
+    seen: dict[str, float] = {}
     for seq in segments:
         path = directory / f"{seq:012d}{_SUFFIX}"
         try:
             data = path.read_bytes()
-            last = max(last or 0.0, path.stat().st_mtime)
+            mtime = path.stat().st_mtime
+            last = max(last or 0.0, mtime)
         except OSError:
             logger.exception("cannot read journal segment %s", path)
             continue
@@ -246,16 +251,19 @@ def read_journal(directory: Path) -> Replay:
                 # Every segment's: one whose batch failed for good may be followed by a gap
                 # (later segments committed and deleted) and calls opened in it.
                 open_calls.update(values)
+                for call_id in values:
+                    seen[call_id] = mtime
                 continue
             cls = _EVENTS.get(tag)
             try:
                 if cls is None:
                     raise TypeError(f"unknown event {tag!r}")
                 events.append(cls(*values))
+                seen[events[-1].call_id] = mtime
             except TypeError:
                 damaged += 1
                 logger.warning("journal segment %s: cannot read an event %r", path, tag)
-    return Replay(frozenset(open_calls), tuple(events), last, tuple(segments), damaged)
+    return Replay(frozenset(open_calls), tuple(events), last, tuple(segments), damaged, seen)
 
 
 def _frames(data: bytes) -> Iterable[tuple[str, tuple[Any, ...]] | None]:

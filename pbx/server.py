@@ -164,12 +164,13 @@ class DbRecordSink:
             if isinstance(event, CallStarted) and event.call_id in rows:
                 continue  # committed already; later events apply to that row
             folder.add(event)
-        at = datetime.fromtimestamp(replay.last_written or time.time(), UTC).replace(
-            tzinfo=None)
+        default = replay.last_written or time.time()
         ended = 0
         for call_id in folder.in_progress():
             row = folder.row(call_id)
             assert row is not None
+            at = datetime.fromtimestamp(replay.last_seen.get(call_id, default), UTC).replace(
+                tzinfo=None)
             found = recordings.recover(call_id, row["started_at"], max(at, row["started_at"])) \
                 if row["answered_at"] is not None else None
             folder.add(cut_off(row, at, found))

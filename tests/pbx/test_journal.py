@@ -153,3 +153,21 @@ def test_a_journal_that_cannot_be_written_does_not_raise_and_recovers(tmp_path: 
     assert journal.write_errors == 2
     assert [e.call_id for e in read_journal(tmp_path).events] == ["c"]
     journal.close()
+
+
+def test_each_call_is_cut_off_when_its_own_run_stopped(tmp_path: Path) -> None:
+    """A segment kept from an earlier run (its batch failed) says when that run stopped; a
+    call of the last run gets the last run's time."""
+    journal = RecordJournal(tmp_path)
+    journal.open([])
+    journal.append(_started("old"))
+    old_seq = journal.rotate([])  # its batch then failed for good: the folder let it go
+    assert old_seq is not None
+    os.utime(tmp_path / f"{old_seq:012d}.journal", (1_000_000.0, 1_000_000.0))
+    journal.append(_started("new"))
+    replay = read_journal(tmp_path)
+    assert replay.last_seen["old"] == 1_000_000.0
+    assert replay.last_seen["new"] > 1_000_000.0
+    # A call still open is named by every later segment's header: the newest one counts.
+    journal.rotate(["new"])
+    assert read_journal(tmp_path).last_seen["new"] >= replay.last_seen["new"]
