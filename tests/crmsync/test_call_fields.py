@@ -7,9 +7,7 @@ the record's revision."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,34 +17,16 @@ from sqlalchemy.orm import Session
 from crmsync.callstore import annotate, find_links
 from crmsync.contacts import create_contact, create_lead
 from crmsync.imports import CallImports, ImportRejected
-from crmsync.models import Base, Call, CallLegRecord, Contact, OutboxEvent
+from crmsync.models import Call, CallLegRecord, Contact, OutboxEvent
 from crmsync.writer import CallRecordFolder
 from pbx.config_crm import Webhook
-from pbx.db import open_engine
 from pbx.records import CallAnswered, CallEnded, CallLeg, CallQueued, CallStarted
-from tests.postgres import PostgresServer, postgres_server
 
 T0 = datetime(2026, 11, 21, 9, 0, 0)
 TANAKA = "+819012345678"
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'pbx.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("pg")
-        url = server.create_database("callfields")
-    engine = open_engine(url)
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def at(seconds: float) -> datetime:

@@ -3,41 +3,20 @@ refuses them) does not lose the batch of records they were folded into."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from crmsync.fit import fit
-from crmsync.models import Base, Call
+from crmsync.models import Call
 from crmsync.writer import CallRecordFolder
-from pbx.db import open_engine
 from pbx.records import CallEnded, CallLeg, CallQueued, CallStarted
-from tests.postgres import PostgresServer, postgres_server
 
 T0 = datetime(2026, 11, 21, 9, 0, 0)
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'pbx.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("pg")
-        url = server.create_database("fit")
-    engine = open_engine(url)
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def _started(cid: str, name: str = "Caller", number: str = "+81312345678") -> CallStarted:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +25,6 @@ from crmsync.imports import (
 )
 from crmsync.models import Base, Call, ScheduledCall
 from pbx.db import open_engine
-from tests.postgres import PostgresServer, postgres_server
 
 NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 PAST = (NOW - timedelta(days=3)).replace(second=0)
@@ -61,23 +60,7 @@ BAD_PROBLEMS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'pbx.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("pg")
-        url = server.create_database("imports")
-    engine = open_engine(url)
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def csv_file(rows: Sequence[Sequence[object]], header: Sequence[str] = HEADER) -> bytes:

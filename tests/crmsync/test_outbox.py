@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,31 +33,12 @@ from pbx import schema
 from pbx.config_crm import Webhook
 from pbx.db import WriteBehind, open_engine
 from pbx.records import CallAnswered, CallEnded, CallQueued, CallStarted
-from tests.postgres import PostgresServer, postgres_server
 
 T0 = datetime(2026, 11, 21, 9, 0, 0)
 SECRET = "0123456789abcdef0123"
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """The PBX's database: a SQLite file, or a database on a throw-away PostgreSQL server
-    (where several PBX nodes would share the outbox)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'pbx.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("pg")
-        url = server.create_database("outbox")
-    engine = open_engine(url)
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def _hook(name: str, *events: str, enabled: bool = True) -> Webhook:

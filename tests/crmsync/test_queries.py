@@ -26,16 +26,9 @@ from crmsync.queries import (
     number_forms,
     search_records,
 )
-from pbx.db import open_engine
-from tests.postgres import PostgresServer, postgres_server
 
 T0 = datetime(2026, 11, 2, 9, 0, 0)
 
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
 
 @pytest.fixture
@@ -46,18 +39,6 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A SQLite file, or a database on a throw-away PostgreSQL server."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'pbx.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("pg")
-        url = server.create_database("queries")
-    engine = open_engine(url)
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def seed(engine: Engine, count: int, **fields: Any) -> list[str]:

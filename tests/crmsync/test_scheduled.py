@@ -4,7 +4,6 @@ complete, reschedule, cancel, the refusals, and reminders going out once at thei
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,26 +22,6 @@ from crmsync.scheduled import (
     ScheduledNotFound,
 )
 from pbx.db import open_engine
-from tests.postgres import PostgresServer, postgres_server
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'pbx.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("pg")
-        url = server.create_database("scheduled")
-    engine = open_engine(url)
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def now() -> datetime:

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from crmsync.models import Base, UserRecord
+from crmsync.models import UserRecord
 from crmsync.users import sync_users
-from pbx.db import open_engine
-from tests.postgres import PostgresServer, postgres_server
 
 T0 = datetime(2026, 11, 21, 9, 0, 0)
 T1 = datetime(2026, 11, 21, 10, 0, 0)
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'pbx.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("pg")
-        url = server.create_database("users")
-    engine = open_engine(url)
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def _table(engine: Engine) -> dict[str, tuple[object, ...]]:

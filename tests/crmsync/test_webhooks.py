@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,6 @@ from crmsync.writer import CallRecordFolder
 from pbx.config_crm import RetrySection, Webhook
 from pbx.db import WriteBehind, open_engine
 from pbx.records import CallAnswered, CallEnded, CallStarted
-from tests.postgres import PostgresServer, postgres_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "receiver-secret-0123456789"
@@ -142,25 +141,7 @@ async def receiver() -> AsyncIterator[Receiver]:
         await server.close()
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """The PBX's database: a SQLite file, or a database on a throw-away PostgreSQL server
-    (where several PBX nodes would share the outbox)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'pbx.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("pg")
-        url = server.create_database("outbox")
-    engine = open_engine(url)
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def _hook(url: str, name: str = "crm", timeout: float = 1.0) -> Webhook:
