@@ -99,8 +99,6 @@ _COLUMNS: Final = (
 # What the job reads back for the events' payloads: the columns the folder does not keep.
 _STORED: Final = ("subject", "who_kind", "who_id", "purpose", "result", "description", "cost",
                   "revision")
-_LEG_LENGTHS: Final = {"id": 80, "kind": 16, "user_id": 64, "number": 64, "result": 16,
-                       "queue": 64}
 
 
 def _derive(row: Row) -> None:
@@ -110,17 +108,12 @@ def _derive(row: Row) -> None:
 
 
 def _leg_row(event: CallLeg) -> Row:
-    leg: Row = {
+    return {
         "id": event.leg_id, "call_id": event.call_id, "kind": event.kind,
         "user_id": event.user, "number": event.number, "started_at": event.started_at,
         "answered_at": event.answered_at, "ended_at": event.ended_at, "result": event.result,
         "sip_code": event.sip_code, "queue": event.queue,
     }
-    for name, limit in _LEG_LENGTHS.items():  # PostgreSQL refuses what its column cannot hold
-        value = leg[name]
-        if value is not None and len(value) > limit:
-            leg[name] = value[:limit]
-    return leg
 
 
 @functools.lru_cache(maxsize=8192)
@@ -209,6 +202,8 @@ class CallRecordFolder:
         self._events.append(PendingEvent(name, call_id, at, dict(row)))
 
     def add(self, event: CallEvent) -> None:
+        """Fold ``event`` in; its texts must fit their columns already (:func:`crmsync.fit.fit`,
+        which the PBX applies to every event before anything else sees it)."""
         subscribers = self._subscribers
         if isinstance(event, CallStarted):
             new_row: Row = {
@@ -289,7 +284,7 @@ class CallRecordFolder:
                 ring_seconds=event.ring_seconds,
                 recording_path=event.recording_path,
                 recording_seconds=event.recording_seconds,
-                keys=event.keys[:64] if event.keys else None,
+                keys=event.keys or None,
             )
             if event.cost is not None:
                 row["cost"] = event.cost  # an outside call's price (its trunk's rates)

@@ -32,8 +32,9 @@ def test_long_texts_are_cut_to_their_columns() -> None:
     event = fit(_started("a", name="N" * 1000, number="1" * 300))
     assert len(event.from_name) == 255 and len(event.from_number) == 64
     assert event.sip_call_id == "sip-a"
-    ended = fit(CallEnded("a", T0, "answered", "x" * 900, "caller", 200, 1.0, 1.0))
-    assert len(ended.hangup_cause) == 255
+    ended = fit(CallEnded("a", T0, "answered", "x" * 900, "caller", 200, 1.0, 1.0,
+                          keys="1" * 100))
+    assert len(ended.hangup_cause) == 255 and ended.keys == "1" * 64
     queued = fit(CallQueued("a", "q" * 100, "answered", 3.0, rule="r" * 100))
     assert len(queued.queue) == 64 and len(queued.rule or "") == 64
     leg = fit(CallLeg("a", "a:1", "outside", None, "9" * 200, T0, None, T0, "failed"))
