@@ -144,7 +144,7 @@ async def _run(queues: Queues, caller: QueueCaller, agents: tuple[str, ...]) -> 
     agent_leg.missed = True  # the agent's leg alone is not an answered call
     agent = agent_leg.caller.id
     try:
-        queues.callback_answered(caller, agent)
+        callback_answered(queues, caller, agent)
     except AcdError:
         logger.warning("queue %s: %s answered a callback outside an offer", caller.queue, agent)
     await _dial_customer(queues, caller, agent_leg, agent, number)
@@ -172,14 +172,14 @@ async def _dial_customer(queues: Queues, caller: QueueCaller, agent_leg: LocalCa
             app.records.emit(CallQueued(caller.local.id, caller.queue, "answered",
                                         round(app.now() - caller.arrived, 3), agent,
                                         caller.rule, number, caller.callback_attempts))
-            queues.callback_done(caller)
+            callback_done(queues, caller)
             return
         await agent_leg.play(prompts.get("unavailable"))
     except CallerGone:
         pass
     finally:
         if code is not None:
-            queues.callback_failed(caller, agent, code)
+            callback_failed(queues, caller, agent, code)
     if agent_leg.state == "answered":
         app.calls.local.hangup(agent_leg, "callback not answered")
 
@@ -187,4 +187,67 @@ async def _dial_customer(queues: Queues, caller: QueueCaller, agent_leg: LocalCa
 def retry_later(queues: Queues, caller: QueueCaller, delay: float) -> None:
     """Put a callback whose customer did not answer back in line after ``delay``."""
     loop = asyncio.get_running_loop()
-    loop.call_later(delay, queues.requeue_callback, caller)
+    loop.call_later(delay, requeue_callback, queues, caller)
+
+
+# -- the queue's side of a callback ----------------------------------------------------------
+def set_callback(queues: Queues, caller: QueueCaller, number: str) -> None:
+    """The caller's line is gone and they wait for a callback at ``number``."""
+    caller.callback_number = number
+    state = queues.states.get(caller.queue)
+    if state is None or not state.has(caller.local.id):
+        queues.callers.pop(caller.local.id, None)
+        return
+    state.set_callback(caller.local.id)
+    queues.kick()
+
+
+def callback_answered(queues: Queues, caller: QueueCaller, agent: str) -> None:
+    """The agent answered a callback offer: theirs now; the customer is dialled next."""
+    state = queues.states[caller.queue]
+    now = queues.app.now()
+    try:
+        actions = state.offer_result(caller.local.id, agent, "answered", now)
+    except AcdError:
+        actions = state.pick(caller.local.id, agent, now)
+    queues._run_actions(actions, now)
+
+
+def callback_done(queues: Queues, caller: QueueCaller) -> None:
+    """The customer answered: the callback is over for the queue."""
+    queues.dialling.discard(caller.local.id)
+    queues.callers.pop(caller.local.id, None)
+
+
+def callback_failed(queues: Queues, caller: QueueCaller, agent: str, code: int) -> None:
+    """The customer was not reached: the agent is free; retry later or give up."""
+    call_id = caller.local.id
+    queues.dialling.discard(call_id)
+    info = queues._connected.pop(call_id, None)
+    if info is not None:
+        queues._agent_done_quietly(info[0], info[1])
+    qc = queues.config(caller.queue)
+    attempts = qc.callback_attempts if qc is not None else 1
+    caller.connected_to = None
+    queues._record(caller, "callback", queues.app.now() - caller.arrived, None)
+    if caller.callback_attempts < attempts and qc is not None:
+        logger.info("queue %s: callback to %s not answered (%d), attempt %d of %d; "
+                    "again in %.0f s", caller.queue, caller.callback_number, code,
+                    caller.callback_attempts, attempts, qc.callback_retry)
+        retry_later(queues, caller, float(qc.callback_retry))
+        return
+    logger.info("queue %s: callback to %s given up after %d attempts", caller.queue,
+                caller.callback_number, caller.callback_attempts)
+    queues._record(caller, "callback_failed", queues.app.now() - caller.arrived, None)
+    queues.callers.pop(call_id, None)
+
+
+def requeue_callback(queues: Queues, caller: QueueCaller) -> None:
+    """A callback whose customer did not answer goes back in line (its first place)."""
+    state = queues.states.get(caller.queue)
+    if state is None or state.has(caller.local.id):
+        return
+    state.arrive(caller.local.id, caller.callback_number or caller.caller_number,
+                 caller.arrived, callback=True, priority=1, readmit=True)
+    caller.admitted = True
+    queues.kick()

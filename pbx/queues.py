@@ -345,16 +345,6 @@ class Queues:
         """Whether an agent is being offered this caller right now."""
         return caller.offering is not None and caller.offering.state in ("setup", "ringing")
 
-    def set_callback(self, caller: QueueCaller, number: str) -> None:
-        """The caller's line is gone and they wait for a callback at ``number``."""
-        caller.callback_number = number
-        state = self.states.get(caller.queue)
-        if state is None or not state.has(caller.local.id):
-            self.callers.pop(caller.local.id, None)
-            return
-        state.set_callback(caller.local.id)
-        self.kick()
-
     # -- actions ------------------------------------------------------------------------------
     def _run_actions(self, actions: list[Action], now: float) -> None:
         for action in actions:
@@ -519,54 +509,6 @@ class Queues:
         if state is not None:
             self._outcome(state, caller.local.id, uid, outcome, self.app.now())
             self.kick()
-
-    def callback_answered(self, caller: QueueCaller, agent: str) -> None:
-        """The agent answered a callback offer: theirs now; the customer is dialled next."""
-        state = self.states[caller.queue]
-        now = self.app.now()
-        try:
-            actions = state.offer_result(caller.local.id, agent, "answered", now)
-        except AcdError:
-            actions = state.pick(caller.local.id, agent, now)
-        self._run_actions(actions, now)
-
-    def callback_done(self, caller: QueueCaller) -> None:
-        """The customer answered: the callback is over for the queue."""
-        self.dialling.discard(caller.local.id)
-        self.callers.pop(caller.local.id, None)
-
-    def callback_failed(self, caller: QueueCaller, agent: str, code: int) -> None:
-        """The customer was not reached: the agent is free; retry later or give up."""
-        from .queuecallback import retry_later
-
-        call_id = caller.local.id
-        self.dialling.discard(call_id)
-        info = self._connected.pop(call_id, None)
-        if info is not None:
-            self._agent_done_quietly(info[0], info[1])
-        qc = self.config(caller.queue)
-        attempts = qc.callback_attempts if qc is not None else 1
-        caller.connected_to = None
-        self._record(caller, "callback", self.app.now() - caller.arrived, None)
-        if caller.callback_attempts < attempts and qc is not None:
-            logger.info("queue %s: callback to %s not answered (%d), attempt %d of %d; "
-                        "again in %.0f s", caller.queue, caller.callback_number, code,
-                        caller.callback_attempts, attempts, qc.callback_retry)
-            retry_later(self, caller, float(qc.callback_retry))
-            return
-        logger.info("queue %s: callback to %s given up after %d attempts", caller.queue,
-                    caller.callback_number, caller.callback_attempts)
-        self._record(caller, "callback_failed", self.app.now() - caller.arrived, None)
-        self.callers.pop(call_id, None)
-
-    def requeue_callback(self, caller: QueueCaller) -> None:
-        state = self.states.get(caller.queue)
-        if state is None or state.has(caller.local.id):
-            return
-        state.arrive(caller.local.id, caller.callback_number or caller.caller_number,
-                     caller.arrived, callback=True, priority=1, readmit=True)
-        caller.admitted = True
-        self.kick()
 
     # -- what the phones did (see _Observer) --------------------------------------------------
     def fork_failed(self, caller: QueueCaller, fork: Fork) -> None:

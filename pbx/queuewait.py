@@ -26,6 +26,7 @@ from .callerlookup import look_up
 from .ivrservice import ivr_service
 from .localcall import CallerGone, LocalCall, Service
 from .prompts import ivr_key
+from .queuecallback import ask_callback, set_callback
 from .queues import MAX_HOPS, QueueCaller, Queues, local_time
 from .queueviews import CallerRecord, QueueControlError
 from .routing import ToIvr, ToQueue, ToRingGroup, ToUser, route_target
@@ -101,7 +102,7 @@ def _leave(queues: Queues, caller: QueueCaller) -> None:
         return
     caller.left = True
     if caller.callback_number is not None and caller.connected_to is None:
-        queues.set_callback(caller, caller.callback_number)
+        set_callback(queues, caller, caller.callback_number)
     else:
         queues.release(caller)
 
@@ -180,8 +181,6 @@ async def _waiting(queues: Queues, caller: QueueCaller) -> None:
                 await follow(queues, call, qc.on_exit, caller.hops + 1)
                 return
             if key == qc.callback_key:
-                from .queuecallback import ask_callback
-
                 if await ask_callback(queues, caller):
                     return
                 call.stream(music)
