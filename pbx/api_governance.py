@@ -109,8 +109,7 @@ async def erase(request: Request, caller: AuthCaller, body: ErasureRequest) -> E
     return ErasureResult(number=result.number, calls=result.calls,
                          recordings=result.recordings, held=result.held,
                          phone_numbers=result.phone_numbers,
-                         events=getattr(result, "events", 0),
-                         scheduled_calls=getattr(result, "scheduled_calls", 0))
+                         events=result.events, scheduled_calls=result.scheduled_calls)
 
 
 @router.get("/audit", response_model=list[AuditEntry], summary="The audit log")
