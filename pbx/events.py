@@ -78,6 +78,9 @@ class EventHub:
                  create_lead: Callable[[str, str], CallerRecord | None] | None = None) -> None:
         self._subscribers: set[Subscriber] = set()
         self._calls: dict[str, Event] = {}
+        self._waiting: dict[str, list[str]] = {}
+        """Calls whose CRM look-up is still running, with the users offered them meanwhile
+        (their ``call.offered`` goes out with the match)."""
         self._lookup = lookup
         self._create_lead = create_lead
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="screen-pop")
@@ -111,7 +114,7 @@ class EventHub:
             }
             self._calls[event.call_id] = call
             if self._lookup is not None and event.direction == "inbound":
-                call["crm_pending"] = True
+                self._waiting[event.call_id] = []
                 self._look_up(call)
             else:
                 self._publish("call.ringing", call)
@@ -137,6 +140,7 @@ class EventHub:
             call["duration"] = event.duration
             self._publish("call.ended", call)
             self._calls.pop(event.call_id, None)
+            self._waiting.pop(event.call_id, None)
 
     def offered(self, call_id: str, user: str) -> None:
         """``user``'s phones start ringing for the call (directly, in a ring group, as a
@@ -146,15 +150,14 @@ class EventHub:
         call = self._calls.get(call_id)
         if call is None or not self._subscribers:
             return
-        if call.get("crm_pending"):
-            call.setdefault("offers", []).append(user)  # sent when the look-up is done
+        waiting = self._waiting.get(call_id)
+        if waiting is not None:
+            waiting.append(user)  # sent when the look-up is done
             return
         self._offer(call, user)
 
     def _offer(self, call: Event, user: str) -> None:
         event = {"event": "call.offered", **call, "offered_to": user}
-        event.pop("offers", None)
-        event.pop("crm_pending", None)
         for sub in list(self._subscribers):
             if sub.user is None or sub.user == user:
                 sub.take(event)
@@ -181,9 +184,9 @@ class EventHub:
                                    "name": match.name, "owner": match.owner}
             elif not f.cancelled():
                 logger.warning("screen pop: look-up of %s failed: %s", number, f.exception())
-            call.pop("crm_pending", None)
+            offered = self._waiting.pop(str(call["call_id"]), [])
             self._publish("call.ringing", call)
-            for user in call.pop("offers", ()):
+            for user in offered:
                 self._offer(call, user)
 
         future.add_done_callback(done)
@@ -211,8 +214,6 @@ class EventHub:
 
     def _publish(self, kind: str, call: Event) -> None:
         event = {"event": kind, **call}
-        event.pop("offers", None)
-        event.pop("crm_pending", None)
         for sub in list(self._subscribers):
             sub.offer(event)
 
