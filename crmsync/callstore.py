@@ -23,12 +23,11 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import Connection, Table, bindparam, literal, select, union_all, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from . import callfields
 from .contacts import RecordKind, RecordNotFound
-from .models import Call, CallLegRecord, Contact, Lead, PhoneNumber
+from .models import Call, CallLegRecord, Contact, Lead, PhoneNumber, insert_for
 from .outbox import PendingEvent
 from .scheduled import TEXT_LENGTH, ScheduledError, check_text
 
@@ -178,8 +177,7 @@ def upsert_legs(session: Session, legs: Sequence[Mapping[str, Any]]) -> None:
     already there is replaced."""
     if not legs:
         return
-    ins = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = ins(_legs)
+    stmt = insert_for(session, _legs)
     stmt = stmt.on_conflict_do_update(
         index_elements=["id"],
         set_={c.name: stmt.excluded[c.name] for c in _legs.c if c.name != "id"},

@@ -41,13 +41,12 @@ from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from . import callfields
 from .callstore import PURPOSE_LENGTH, find_links
 from .contacts import RecordKind, normalise
-from .models import Call, ScheduledCall
+from .models import Call, ScheduledCall, insert_for
 from .scheduled import OWNER_LENGTH, SUBJECT_LENGTH, TEXT_LENGTH, ScheduledError, check_text, utc
 
 __all__ = [
@@ -450,19 +449,14 @@ def import_calls(session: Session, data: bytes, fmt: FileFormat, *, filename: st
     # Another import of the same rows at the same moment may get in first: theirs stay.
     if calls:
         _link(session, calls, order)
-        session.execute(_insert(session, Call).on_conflict_do_nothing(
+        session.execute(insert_for(session, Call).on_conflict_do_nothing(
             index_elements=["id"]), calls)
     if scheduled:
-        session.execute(_insert(session, ScheduledCall).on_conflict_do_nothing(
+        session.execute(insert_for(session, ScheduledCall).on_conflict_do_nothing(
             index_elements=["id"]), scheduled)
     total = len(checker.calls) + len(checker.scheduled)
     return ImportResult(total, len(calls), len(scheduled),
                         total - len(calls) - len(scheduled))
-
-
-def _insert(session: Session, model: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
 
 
 def _link(session: Session, calls: list[dict[str, Any]], order: Sequence[RecordKind]) -> None:

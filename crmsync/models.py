@@ -24,8 +24,9 @@ from sqlalchemy import (
     text,
     true,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.default import DefaultExecutionContext
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from . import callfields
 
@@ -352,3 +353,10 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(255))
     details: Mapped[str] = mapped_column(Text, default="")
     """JSON: what was affected."""
+
+
+def insert_for(session: Session, table: Any) -> Any:
+    """An INSERT of ``table`` (a Table or a model) that knows ``ON CONFLICT`` (upserts) in the
+    dialect of ``session``'s database: PostgreSQL's, else SQLite's."""
+    ins = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return ins(table)

@@ -26,10 +26,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 from sqlalchemy import CursorResult, Engine, Table, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .models import OutboxEvent, WebhookAttempt, WebhookDelivery
+from .models import OutboxEvent, WebhookAttempt, WebhookDelivery, insert_for
 
 __all__ = [
     "EVENTS",
@@ -185,11 +184,6 @@ def payload_json(pending: PendingEvent) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def _insert(session: Session, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
 def enqueue(session: Session, events: Sequence[PendingEvent],
             subscribers: Mapping[str, Sequence[str]], now: datetime) -> int:
     """Write ``events`` and a pending delivery for each webhook subscribed to each (from
@@ -206,7 +200,7 @@ def enqueue(session: Session, events: Sequence[PendingEvent],
          "payload": payload_json(p), "created_at": now}
         for p in wanted
     ]
-    stmt = _insert(session, _outbox).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    stmt = insert_for(session, _outbox).on_conflict_do_nothing(index_elements=["idempotency_key"])
     session.execute(stmt, rows)
     ids: dict[str, int] = {}
     keys = [p.key for p in wanted]
@@ -223,7 +217,7 @@ def enqueue(session: Session, events: Sequence[PendingEvent],
         for p in wanted
         for hook in subscribers[p.event]
     ]
-    stmt = _insert(session, _deliveries).on_conflict_do_nothing(
+    stmt = insert_for(session, _deliveries).on_conflict_do_nothing(
         index_elements=["outbox_id", "webhook"]
     )
     session.execute(stmt, deliveries)

@@ -11,10 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .models import UserRecord
+from .models import UserRecord, insert_for
 
 _users: Table = UserRecord.__table__  # type: ignore[assignment]
 _FIELDS = ("extension", "name", "role", "department", "caller_id")
@@ -29,8 +28,7 @@ def sync_users(session: Session, users: Sequence[Mapping[str, Any]], now: dateti
         row["name"] = row["name"] or ""
         row["role"] = row["role"] or "agent"
     if rows:
-        dialect = session.get_bind().dialect.name
-        stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_users)
+        stmt = insert_for(session, _users)
         session.execute(stmt.on_conflict_do_update(
             index_elements=["id"],
             set_={c: stmt.excluded[c] for c in (*_FIELDS, "active", "updated_at")}), rows)

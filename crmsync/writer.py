@@ -49,7 +49,6 @@ from typing import Any, Final
 import phonenumbers
 from sqlalchemy import Table, bindparam, case, func, update
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pbx.records import (
@@ -75,7 +74,7 @@ from .callstore import (
     upsert_legs,
 )
 from .contacts import normalise
-from .models import Call, CallLegRecord
+from .models import Call, CallLegRecord, insert_for
 from .outbox import PendingEvent, WebhookSpec, enqueue, subscribers_of, utcnow
 
 logger = logging.getLogger(__name__)
@@ -442,8 +441,7 @@ class CallRecordFolder:
 def _upsert(session: Session, params: list[Row], *, returning: bool) -> dict[str, Row]:
     """One upsert of every row; with ``returning``, the stored columns the folder does not
     keep, by call id (for the payloads of the batch's events)."""
-    ins = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = ins(_calls)
+    stmt = insert_for(session, _calls)
     new, old = stmt.excluded, _calls.c
     # A legal hold is set through the API, never by the call path: an update of a row still in
     # progress must not lift it. A subject or link someone wrote stays (the row has one).

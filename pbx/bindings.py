@@ -20,11 +20,12 @@ from sqlalchemy import (
     delete,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from sip.registrar import Binding
+
+from .db import insert_for
 
 metadata = MetaData()
 
@@ -100,9 +101,7 @@ class BindingWriter:
                     gone,
                 )
             if rows:
-                dialect = session.get_bind().dialect.name
-                ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
-                stmt = ins(registrations)
+                stmt = insert_for(session, registrations)
                 cols = {c: stmt.excluded[c] for c in rows[0] if c not in ("aor", "uri")}
                 session.execute(
                     stmt.on_conflict_do_update(index_elements=["aor", "uri"], set_=cols), rows

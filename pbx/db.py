@@ -14,8 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -164,3 +166,10 @@ def _transient(exc: OperationalError | InterfaceError) -> bool:
         "locked", "connect", "server closed", "terminating connection", "shutting down",
         "the database system is", "timeout", "timed out", "broken pipe",
     ))
+
+
+def insert_for(session: Session, table: Any) -> Any:
+    """An INSERT of ``table`` (a Table or a model) that knows ``ON CONFLICT`` (upserts) in the
+    dialect of ``session``'s database: PostgreSQL's, else SQLite's."""
+    ins = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return ins(table)

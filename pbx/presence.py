@@ -16,9 +16,10 @@ import enum
 from collections.abc import Callable
 
 from sqlalchemy import Column, Float, MetaData, String, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+
+from .db import insert_for
 
 metadata = MetaData()
 
@@ -73,9 +74,7 @@ class Presence:
         row = {"user_id": user_id, "state": state.value, "updated_at": wall_time}
 
         def job(session: Session) -> None:
-            dialect = session.get_bind().dialect.name
-            ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            stmt = ins(presence_table).values(**row)
+            stmt = insert_for(session, presence_table).values(**row)
             session.execute(stmt.on_conflict_do_update(
                 index_elements=["user_id"],
                 set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at}))
