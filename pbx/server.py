@@ -77,13 +77,24 @@ class DbRecordSink:
     def __init__(self, db: WriteBehind, webhooks: WebhookWorker,
                  journal: RecordJournal | None = None, region: str = "US") -> None:
         self._db = db
-        # Wakes the worker once a batch with outbox rows is committed (from the writer thread).
-        self._folder = CallRecordFolder(on_outbox_commit=webhooks.wake, region=region)
+        self._wake = webhooks.wake
+        self._region = region
+        self._config: Config | None = None
+        self._folder = self._new_folder()
         self.journal = journal
+
+    def _new_folder(self) -> CallRecordFolder:
+        # Wakes the worker once a batch with outbox rows is committed (from the writer thread).
+        folder = CallRecordFolder(on_outbox_commit=self._wake, region=self._region)
+        if self._config is not None:
+            folder.set_webhooks(self._config.crm.webhooks)
+            folder.lookup_order = self._config.crm.lookup_order
+        return folder
 
     def set_webhooks(self, config: Config) -> None:
         """Which webhooks get the events of calls from now on, and which kinds of CRM record
         calls are linked to (start and reload)."""
+        self._config = config
         self._folder.set_webhooks(config.crm.webhooks)
         self._folder.lookup_order = config.crm.lookup_order
 
@@ -130,9 +141,14 @@ class DbRecordSink:
         replay = await asyncio.to_thread(read_journal, journal.directory)
         ended = 0
         if replay.segments:
-            ended, committed = await asyncio.to_thread(self._replay, replay, engine,
-                                                       recordings)
-            flushed = await asyncio.to_thread(self._db.flush, 60.0)
+            try:
+                ended, committed = await asyncio.to_thread(self._replay, replay, engine,
+                                                           recordings)
+                flushed = await asyncio.to_thread(self._db.flush, 60.0)
+            except Exception:
+                # Whatever the journal holds must not stop the PBX from starting.
+                logger.exception("replaying the call-record journal failed")
+                committed, flushed = threading.Event(), True
             if not flushed and not committed.is_set():
                 logger.warning("the database is slow to take the %d call-record events "
                                "replayed from the journal; going on meanwhile",
@@ -145,7 +161,7 @@ class DbRecordSink:
             else:
                 # Replaying them again would fail again, at every start: set them aside.
                 kept = await asyncio.to_thread(journal.set_aside, replay.segments)
-                logger.error("the call-record journal's %d events could not be written to "
+                logger.error("the call-record journal's %d events could not be replayed into "
                              "the database (see the error above); kept in %s",
                              len(replay.events), kept)
         journal.open(())
@@ -158,7 +174,7 @@ class DbRecordSink:
         ids = set(replay.open_calls)
         ids.update(event.call_id for event in replay.events)
         rows = load_calls(engine, ids)
-        folder = self._folder
+        folder = self._new_folder()  # its own: a failure here leaves the live one clean
         folder.adopt(row for row in rows.values() if row["ended_at"] is None)
         for event in replay.events:
             if isinstance(event, CallStarted) and event.call_id in rows:

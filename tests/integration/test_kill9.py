@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from pbx.journal import read_journal
-from pbx.records import CallEnded
+from pbx.journal import RecordJournal, read_journal
+from pbx.records import CallEnded, CallStarted
 from tests.crmsync.test_webhooks import Receiver
 from tests.integration.db import rows
 from tests.integration.pbx_process import ROOT, USERS, run_pbx
@@ -150,3 +151,23 @@ def test_a_second_pbx_on_the_same_journal_refuses_to_start(tmp_path: Path) -> No
         assert "in use by another PBX process" in second.stdout + second.stderr
         assert pbx.proc.poll() is None
         assert list((tmp_path / "journal").glob("*.journal"))  # the first one's, untouched
+
+
+def test_a_journal_the_database_refuses_is_set_aside_and_the_pbx_starts(
+        tmp_path: Path) -> None:
+    """What a killed PBX left that the database will not take (here a record without a start
+    time) must not stop every later start: it is moved to journal/failed, and said so."""
+    journal = RecordJournal(tmp_path / "journal")
+    journal.open([])
+    bad = CallStarted("c0ffee00-0000-4000-8000-000000000000", "x@y", "inbound", "+81", "",
+                      "100", None, None, None)  # type: ignore[arg-type]
+    journal.append(bad)
+    os.close(journal._lock)  # the process that wrote it is gone
+    with run_pbx(tmp_path) as pbx:
+        assert "could not be replayed into the database" in pbx.log_text()
+        assert pbx.proc.poll() is None
+    assert [p.name for p in (tmp_path / "journal" / "failed").glob("*.journal")]
+    assert read_journal(tmp_path / "journal").events == ()
+    with run_pbx(tmp_path) as again:  # nothing left to replay: a plain start
+        assert "could not be replayed" not in again.log_text()
+        assert "replayed" not in again.log_text()
