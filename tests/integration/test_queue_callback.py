@@ -321,7 +321,9 @@ async def test_customer_hanging_up_ends_the_agents_call_and_is_recorded_as_the_c
     at_bob, at_customer = trace(took.messages), trace(reached.messages)
     assert len(_received(at_bob, "INVITE")) == 2  # rung, then moved onto the relay
     gone = _one(at_customer, sent=True, method="BYE")
-    assert 0 <= _secs(_one(at_bob, sent=False, method="BYE"), gone) <= 1.0
+    # Each SIPp stamps a message when it logs it: the customer logs its BYE after sending it,
+    # and the PBX may have passed it on to bob within that moment (a fraction of a ms).
+    assert -0.01 <= _secs(_one(at_bob, sent=False, method="BYE"), gone) <= 1.0
 
     call_id = _one(trace(caller.messages), sent=True, method="INVITE").header("Call-ID")
     rec = wait_rows(pbx.database,
